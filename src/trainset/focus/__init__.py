@@ -1,0 +1,1 @@
+"""FocusMamba data: sharp frames, metric depth, CoC calibration, defocus renders, focus maps."""

@@ -1,0 +1,1 @@
+"""Fast batch readers over shards, samplers, buffer reuse and on-device augmentation."""

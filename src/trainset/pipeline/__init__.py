@@ -1,0 +1,1 @@
+"""Pipeline core: seeds, progress reporting, stages and runners."""

@@ -1,0 +1,1 @@
+"""SAR: GeoTIFF -> normalised patches in sharded .npy -> PyTorch datasets and a datamodule."""

@@ -1,0 +1,27 @@
+from trainset.cli import flag, main
+
+
+def test_flag_adds_the_plans_underscore_alias():
+    assert flag("--raw-root") == ["--raw-root", "--raw_root"]
+    assert flag("--seed") == ["--seed"]
+
+
+def test_no_command_is_a_usage_error(capsys):
+    try:
+        code = main([])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    assert "COMMAND" in capsys.readouterr().err
+
+
+def test_group_without_subcommand_prints_help_and_exits_2(capsys):
+    assert main(["ptycho"]) == 2
+    assert "usage: trainset ptycho" in capsys.readouterr().err
+
+
+def test_doctor_reports_torch_and_exits_0(cli, tmp_path):
+    result = cli("doctor", "--out_root", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "torch" in result.stdout and "free disk" in result.stdout
+    assert result.stdout.strip().endswith("usable")
