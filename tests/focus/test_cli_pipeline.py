@@ -122,8 +122,9 @@ def test_status_counts_done_stages(synthetic_run, capsys):
     assert main(["focus", "status", "--out-root", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["stage", "done", "pending", "failed"]
-    assert lines[2].split() == ["deblur", "6", "0", "0"]
-    assert lines[3].split() == ["depth", "6", "0", "0"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert rows["deblur"] == ["6", "0", "0"]
+    assert rows["depth"] == ["6", "0", "0"]
 
 
 def _run_small(small_raw, out):

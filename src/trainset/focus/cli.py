@@ -55,7 +55,13 @@ def run_scene_stage(args: argparse.Namespace, stage_name: str, params: Mapping[s
     stage = get_stage(stage_name)
     scenes = select_scenes(args.out_root, scene=args.scene, task_index=args.task_index)
     summary = run_stage(
-        stage, args.out_root, scenes, params, workers=args.workers, force=args.force
+        stage,
+        args.out_root,
+        scenes,
+        params,
+        workers=args.workers,
+        force=args.force,
+        command_prefix="trainset focus",
     )
     print(summary.report())
     return summary.exit_code
