@@ -205,3 +205,13 @@ def test_non_integer_scan_index_is_refused(tmp_path, small_arrays):
         InputError, match=r"key 'scan_index': wrong dtype \(expected integer, found float64\)"
     ):
         generate_fixture(source, tmp_path / "f.npz", 16)
+
+
+def test_output_that_is_a_directory_is_refused(tmp_path, small_arrays):
+    source = atomic_write_npz(tmp_path / "s.npz", small_arrays())
+    (tmp_path / "out").mkdir()
+    with pytest.raises(
+        InputError, match=r"out: --output is a directory \(expected a file path, found an existing"
+    ):
+        generate_fixture(source, tmp_path / "out", 16)
+    assert list((tmp_path / "out").iterdir()) == []

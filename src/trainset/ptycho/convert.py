@@ -27,8 +27,15 @@ class CanonicalizeResult:
     kept_extra_keys: tuple[str, ...]
 
 
-def require_distinct_output(source: Path, output: Path, what: str = "--output") -> None:
-    """Refuse an output path that names the source file."""
+def check_output_path(source: Path, output: Path, what: str = "--output") -> None:
+    """Refuse an output path that names the source file or an existing directory."""
+    if output.is_dir():
+        raise InputError(
+            f"{what} is a directory",
+            file=output,
+            expected="a file path",
+            found="an existing directory",
+        )
     if same_file(source, output):
         raise InputError(
             f"{what} is the source file; refusing to overwrite the source",
@@ -63,7 +70,7 @@ def canonicalize(
     trainset does not know are kept unchanged. Atomic write; nothing is written on bad input.
     """
     source, output = Path(source_path), Path(output_path)
-    require_distinct_output(source, output)
+    check_output_path(source, output)
     data = read_source(source, layout=layout)
     require_contract(data.arrays, source)
     atomic_write_npz(output, {**data.arrays, **data.extras})

@@ -17,7 +17,7 @@ import numpy as np
 
 from trainset.errors import InputError
 from trainset.ptycho.contract import PER_SCAN_KEYS
-from trainset.ptycho.convert import require_contract, require_distinct_output
+from trainset.ptycho.convert import check_output_path, require_contract
 from trainset.ptycho.source import read_source
 from trainset.store import atomic_write_json, atomic_write_npz, provenance_record, sha256_file
 
@@ -102,8 +102,8 @@ def generate_fixture(
     """
     source, output = Path(source_path), Path(output_path)
     metadata = Path(metadata_path) if metadata_path is not None else output.with_suffix(".json")
-    require_distinct_output(source, output)
-    require_distinct_output(source, metadata, "--metadata-out")
+    check_output_path(source, output)
+    check_output_path(source, metadata, "--metadata-out")
     if metadata.resolve() == output.resolve():
         raise InputError(
             "--metadata-out is the fixture path",
