@@ -8,7 +8,7 @@ import pytest
 
 from trainset.cli import main
 from trainset.errors import InputError
-from trainset.ptycho import generate_fixture
+from trainset.ptycho import generate_fixture, subset_indices
 from trainset.store import atomic_write_npz
 
 
@@ -215,3 +215,74 @@ def test_output_that_is_a_directory_is_refused(tmp_path, small_arrays):
     ):
         generate_fixture(source, tmp_path / "out", 16)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def _y_wrong_layout(arrays):
+    arrays["Y"] = np.ones((40, 16, 16), np.complex64)  # canonical Y beside legacy diffraction
+
+
+MORE_CASES = {
+    "2-D xcoords": (
+        lambda a: a.update(xcoords=a["xcoords"].reshape(4, 10)),
+        r"key 'xcoords': xcoords must be 1-D \(expected 1-D \(N,\), found 2-D shape \(4, 10\)\)",
+    ),
+    "complex coordinates": (
+        lambda a: a.update(ycoords=a["ycoords"].astype(np.complex128)),
+        r"key 'ycoords': wrong dtype \(expected real numbers, found complex128\)",
+    ),
+    "complex diffraction": (
+        lambda a: a.update(diffraction=a["diffraction"].astype(np.complex64)),
+        r"key 'diffraction': wrong dtype \(expected real amplitudes \(float\), found complex64\)",
+    ),
+    "3-D object": (
+        lambda a: a.update(objectGuess=a["objectGuess"][None]),
+        r"key 'objectGuess': objectGuess must be 2-D .*found 3-D shape \(1, 48, 47\)",
+    ),
+    "infinite diffraction": (
+        lambda a: a["diffraction"].__setitem__((0, 0, 0), np.inf),
+        r"key 'diffraction': diffraction amplitudes must be finite .*found 0 NaN and 1 infinite",
+    ),
+    "2-D Y": (
+        lambda a: a.update(Y=np.ones((40, 16), np.complex64)),
+        r"key 'Y': Y must be 3-D .*found 2-D shape \(40, 16\)",
+    ),
+    "Y in another layout than diffraction": (
+        _y_wrong_layout,
+        r"key 'Y': --layout hwn puts N on the last axis.*found shape \(40, 16, 16\)",
+    ),
+    "scan_index of wrong length": (
+        lambda a: a.update(scan_index=np.arange(39)),
+        r"key 'scan_index': scan_index length differs .*\(expected length 40, found length 39\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MORE_CASES))
+def test_malformed_arrays_are_refused(tmp_path, small_arrays, case):
+    change, pattern = MORE_CASES[case]
+    arrays = small_arrays()
+    change(arrays)
+    source = atomic_write_npz(tmp_path / "bad.npz", arrays)
+    with pytest.raises(InputError, match=pattern):
+        generate_fixture(source, tmp_path / "out" / "f.npz", 16)
+    assert not (tmp_path / "out").exists()
+
+
+def test_directory_as_source_is_refused(tmp_path):
+    with pytest.raises(InputError, match=r"not a regular file \(expected an NPZ file, found a dir"):
+        generate_fixture(tmp_path, tmp_path / "f.npz", 16)
+
+
+def test_metadata_out_that_is_a_directory_is_refused(tmp_path, small_arrays):
+    source = atomic_write_npz(tmp_path / "s.npz", small_arrays())
+    (tmp_path / "meta").mkdir()
+    with pytest.raises(InputError, match=r"--metadata-out is a directory"):
+        generate_fixture(source, tmp_path / "f.npz", 16, metadata_path=tmp_path / "meta")
+
+
+@pytest.mark.parametrize("n_subset", [15, 101])
+def test_subset_indices_refuses_sizes_out_of_range(n_subset):
+    with pytest.raises(
+        InputError, match=rf"subset size out of range \(expected 16 <= n <= 100, found {n_subset}\)"
+    ):
+        subset_indices(100, n_subset)

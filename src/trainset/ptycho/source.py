@@ -187,6 +187,22 @@ def read_source(path: str | os.PathLike[str], *, layout: str | None = None) -> C
     found_layout = detect_layout(
         headers[diff_key].shape, n_scan, override=layout, file=p, key=diff_key
     )
+    y_layout = found_layout
+    if "Y" in headers:
+        _require_ndim(p, "Y", headers["Y"], 3, "(N,H,W) or (H,W,N)")
+        y_layout = detect_layout(headers["Y"].shape, n_scan, override=found_layout, file=p, key="Y")
+    if "scan_index" in headers:
+        header = headers["scan_index"]
+        _require_ndim(p, "scan_index", header, 1, "(N,)")
+        _require_kind(p, "scan_index", header, "iu", "integer")
+        if header.shape[0] != n_scan:
+            raise InputError(
+                "scan_index length differs from the coordinate count",
+                file=p,
+                key="scan_index",
+                expected=f"length {n_scan}",
+                found=f"length {header.shape[0]}",
+            )
 
     raw_diff = read_npz_array(p, diff_key)
     _check_diffraction_values(p, diff_key, raw_diff)
@@ -194,6 +210,8 @@ def read_source(path: str | os.PathLike[str], *, layout: str | None = None) -> C
         notes.append(f"diffraction: read from legacy key '{DIFFRACTION_ALIAS}'")
     if found_layout == "hwn":
         notes.append("diffraction: transpose (H,W,N) → (N,H,W)")
+    if "Y" in headers and y_layout == "hwn":
+        notes.append("Y: transpose (H,W,N) → (N,H,W)")
     diffraction = _cast("diffraction", to_canonical(raw_diff, found_layout), "float32", notes)
     del raw_diff
 
@@ -207,23 +225,8 @@ def read_source(path: str | os.PathLike[str], *, layout: str | None = None) -> C
             arrays[key] = _cast(key, coords, "float64", notes)
 
     if "Y" in headers:
-        _require_ndim(p, "Y", headers["Y"], 3, "(N,H,W) or (H,W,N)")
-        y_layout = detect_layout(headers["Y"].shape, n_scan, override=found_layout, file=p, key="Y")
-        if y_layout == "hwn":
-            notes.append("Y: transpose (H,W,N) → (N,H,W)")
         arrays["Y"] = _cast("Y", to_canonical(read_npz_array(p, "Y"), y_layout), "complex64", notes)
     if "scan_index" in headers:
-        header = headers["scan_index"]
-        _require_ndim(p, "scan_index", header, 1, "(N,)")
-        _require_kind(p, "scan_index", header, "iu", "integer")
-        if header.shape[0] != n_scan:
-            raise InputError(
-                "scan_index length differs from the coordinate count",
-                file=p,
-                key="scan_index",
-                expected=f"length {n_scan}",
-                found=f"length {header.shape[0]}",
-            )
         arrays["scan_index"] = np.ascontiguousarray(read_npz_array(p, "scan_index"))
 
     if diff_key == "diffraction" and DIFFRACTION_ALIAS in headers:
