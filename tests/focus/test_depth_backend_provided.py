@@ -1,5 +1,4 @@
-from depth_backend_conformance import DepthBackendContract
-
+from trainset.focus.conformance import DepthBackendContract
 from trainset.focus.depth_backends import ProvidedDepth, make_depth_backend
 
 
