@@ -174,3 +174,18 @@ def test_parallel_validation_gives_the_same_index_as_serial(tmp_path):
     assert (tmp_path / "one" / "scene_index.json").read_bytes() == (
         tmp_path / "two" / "scene_index.json"
     ).read_bytes()
+
+
+def test_reindexing_a_scene_whose_frames_changed_removes_its_deblur_sentinel(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _scene(raw, "a", n=3)
+    _scene(raw, "b", n=3)
+    build_index(raw, out, min_frames=2)
+    for sid in ("a", "b"):
+        (out / sid / "frames_sharp").mkdir(parents=True)
+        (out / sid / "frames_sharp" / ".done").write_text("{}")
+    (raw / "a" / "frame_0002.png").unlink()
+    result = build_index(raw, out, min_frames=2)
+    assert result.changed == ["a"]
+    assert not (out / "a" / "frames_sharp" / ".done").exists()
+    assert (out / "b" / "frames_sharp" / ".done").exists()

@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from trainset.errors import InputError
+from trainset.focus.deblur import SHARP_DIR
 from trainset.pipeline.dataset_files import (
     LOGS_DIR,
     out_root_lock,
@@ -28,6 +29,7 @@ from trainset.pipeline.dataset_files import (
     write_text_if_changed,
 )
 from trainset.pipeline.runner import SCENE_INDEX, pool_start_method
+from trainset.store.sentinels import sentinel_path
 
 # The plan's accepted frame extensions (compared lower-cased).
 VALID_EXTS = {".jpg", ".jpeg", ".png"}
@@ -144,6 +146,7 @@ class IndexResult:
     scenes: dict[str, dict[str, object]] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     ignored: dict[str, list[str]] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
 
     def report(self) -> str:
         """Short summary with one line per rejected scene."""
@@ -155,6 +158,10 @@ class IndexResult:
             f"{sum(len(v) for v in self.ignored.values())} non-image files ignored"
         ]
         lines += [f"  rejected {sid}: {why}" for sid, why in sorted(self.rejected.items())]
+        lines += [
+            f"  frames of {sid} changed since the last index: its sharp frames will be redone"
+            for sid in self.changed
+        ]
         return "\n".join(lines)
 
 
@@ -222,9 +229,31 @@ def build_index(
     return result
 
 
+def _invalidate_changed_scenes(out: Path, scenes: dict[str, dict[str, object]]) -> list[str]:
+    """Remove the deblur sentinel of scenes whose frame list differs from the previous index,
+    so the next ``deblur`` redoes them (and ``depth`` after it); return their ids."""
+    path = out / SCENE_INDEX
+    if not path.exists():
+        return []
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(old, dict):
+        return []
+    changed = []
+    for sid, entry in scenes.items():
+        previous = old.get(sid)
+        if isinstance(previous, dict) and previous.get("frames") != entry["frames"]:
+            sentinel_path(out / sid / SHARP_DIR).unlink(missing_ok=True)
+            changed.append(sid)
+    return changed
+
+
 def _write_index(out: Path, result: IndexResult) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with out_root_lock(out):
+        result.changed = _invalidate_changed_scenes(out, result.scenes)
         for sid, entry in result.scenes.items():
             write_text_if_changed(out / sid / SPLIT_FILE, str(entry["split"]))
         write_text_if_changed(out / SCENE_INDEX, json.dumps(result.scenes, indent=2) + "\n")
