@@ -104,8 +104,9 @@ class DinoV2(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, dim))  # unused at inference, in checkpoints
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.normal_(self.cls_token, std=1e-6)
+        if not self.pos_embed.is_meta:  # meta tensors (shape-only builds) have no values to set
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            nn.init.normal_(self.cls_token, std=1e-6)
 
     def position_embedding(self, rows: int, cols: int) -> torch.Tensor:
         """Position embedding for a ``rows x cols`` patch grid: (1, 1 + rows*cols, D).

@@ -21,10 +21,15 @@ MAX_FRAMES = 32  # length of the absolute positional encoding (frames per window
 
 
 def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
-    """Absolute sinusoidal positional encoding (1, length, dim): sin on even, cos on odd channels."""
-    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    pe = torch.zeros(1, length, dim)
+    """Absolute sinusoidal positional encoding (1, length, dim): sin on even, cos on odd channels.
+
+    Computed on the CPU whatever the default device (a meta-device build keeps real values).
+    """
+    cpu = torch.device("cpu")
+    position = torch.arange(length, dtype=torch.float32, device=cpu).unsqueeze(1)
+    freq = torch.arange(0, dim, 2, dtype=torch.float32, device=cpu)
+    freq = torch.exp(freq * (-math.log(10000.0) / dim))
+    pe = torch.zeros(1, length, dim, device=cpu)
     pe[0, :, 0::2] = torch.sin(position * freq)
     pe[0, :, 1::2] = torch.cos(position * freq)
     return pe
