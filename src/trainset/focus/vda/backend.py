@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from trainset.errors import InputError
+from trainset.focus.depth_backends import DepthScene
 from trainset.focus.vda.checkpoint import load_vda_model
 from trainset.focus.vda.dinov2 import PATCH_SIZE
 from trainset.focus.vda.inference import (
@@ -25,14 +26,6 @@ from trainset.store import sha256_file
 
 DEFAULT_INPUT_SIZE = 518  # official input size (short side, pixels)
 BACKEND_VERSION = 1  # bump when the output of this backend changes for the same inputs
-
-
-class FrameScene(Protocol):
-    """What the backend needs of a scene (``DepthScene`` of the depth-backend registry)."""
-
-    scene_id: str
-
-    def iter_frames(self) -> Iterator[np.ndarray]: ...
 
 
 def resolve_device(device: str) -> torch.device:
@@ -105,22 +98,39 @@ class VDADepthBackend:
             "crossfade": BLEND,
         }
 
-    def predict(self, scene: FrameScene) -> Iterator[np.ndarray]:
+    def predict(self, scene: DepthScene) -> Iterator[np.ndarray]:
         """(H, W) float32 depth in metres for each frame of ``scene``, in order."""
         return stream_video_depth(scene.iter_frames(), self.predictor, self.input_size, self.device)
+
+
+def _int_option(value: int | str, key: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError) as err:
+        raise InputError("not an integer", key=key, expected="an integer", found=value) from err
 
 
 def make_vda_backend(
     checkpoint: str | os.PathLike[str] | None = None,
     encoder: str | None = None,
-    input_size: int = DEFAULT_INPUT_SIZE,
+    input_size: int | str = DEFAULT_INPUT_SIZE,
     device: str = "auto",
-    batch: int = WINDOW,
+    batch: int | str = WINDOW,
 ) -> VDADepthBackend:
-    """Factory for the depth-backend registry (options of ``trainset focus depth --backend vda``)."""
+    """Factory for the depth-backend registry (``trainset focus depth --backend vda``).
+
+    Options may arrive as strings (``--backend-option KEY=VALUE``); ``encoder`` ``auto`` or
+    None infers the size from the checkpoint.
+    """
     if checkpoint is None:
         raise InputError(
             "backend vda needs --checkpoint PATH (metric_video_depth_anything_vitl.pth)",
             key="checkpoint",
         )
-    return VDADepthBackend(checkpoint, encoder, input_size, device, batch)
+    return VDADepthBackend(
+        checkpoint,
+        None if encoder in (None, "", "auto") else encoder,
+        _int_option(input_size, "input_size"),
+        device,
+        _int_option(batch, "batch"),
+    )

@@ -117,7 +117,7 @@ def preprocess_frame(
     frame: np.ndarray, shape: tuple[int, int], device: torch.device
 ) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> (3, h, w) float32: /255, bicubic resize, ImageNet normalisation."""
-    x = torch.from_numpy(np.ascontiguousarray(frame)).to(device)
+    x = torch.from_numpy(np.require(frame, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])).to(device)
     x = x.permute(2, 0, 1).unsqueeze(0).float() / 255.0
     x = F.interpolate(x, size=shape, mode="bicubic", align_corners=False)
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
