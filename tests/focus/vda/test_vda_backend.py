@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from vda_transcription import transcribed_outputs, transcribed_windows
 
 from trainset.errors import InputError
+from trainset.focus.deblur import SceneFailed
 from trainset.focus.vda.backend import VDADepthBackend, make_vda_backend
 from trainset.focus.vda.inference import ModelWindowPredictor, preprocess_frame
 from trainset.focus.vda.model import VideoDepthAnything
@@ -159,6 +160,8 @@ def test_out_of_memory_halves_the_batch_and_retries_once() -> None:
 def test_out_of_memory_twice_is_raised() -> None:
     model = OutOfMemoryAbove(limit=8)
     predictor = ModelWindowPredictor(model, torch.device("cpu"), batch=32)  # type: ignore[arg-type]
-    with pytest.raises(torch.cuda.OutOfMemoryError, match="simulated"):
+    with pytest.raises(
+        SceneFailed, match=r"CUDA out of memory with batch 32 .* again with batch 16"
+    ):
         predictor(torch.zeros(1, 32, 3, 14, 14))
     assert model.batches == [32, 16]

@@ -10,7 +10,6 @@ inputs and eight pending depth maps, never the whole video.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 
@@ -19,10 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from trainset.errors import InputError
+from trainset.focus.deblur import with_oom_retry
 from trainset.focus.vda.dinov2 import PATCH_SIZE
 from trainset.focus.vda.model import VideoDepthAnything
-
-log = logging.getLogger(__name__)
 
 WINDOW = 32  # frames per model call (official INFER_LEN)
 OVERLAP = 10  # leading slots of a later window taken from the previous window (OVERLAP)
@@ -129,7 +127,8 @@ class ModelWindowPredictor:
     """Runs one window through the model: fp32 on CPU, fp16 autocast on CUDA.
 
     ``batch`` frames go through the backbone at a time. On CUDA out-of-memory the batch is halved
-    and the window retried once; a second out-of-memory error is raised.
+    and the window retried once (:func:`trainset.focus.deblur.with_oom_retry`, later windows keep
+    the smaller batch); a second out-of-memory raises ``SceneFailed``.
     """
 
     def __init__(self, model: VideoDepthAnything, device: torch.device, batch: int = WINDOW):
@@ -137,27 +136,19 @@ class ModelWindowPredictor:
         self.device = device
         self.batch = batch
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor, batch: int) -> torch.Tensor:
         with (
             torch.inference_mode(),
             torch.autocast(
                 device_type="cuda", dtype=torch.float16, enabled=self.device.type == "cuda"
             ),
         ):
-            depth = self.model(x, backbone_chunk=self.batch)
+            depth = self.model(x, backbone_chunk=batch)
+        self.batch = batch
         return depth[0].float()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        try:
-            return self._run(x)
-        except torch.cuda.OutOfMemoryError:
-            if self.batch <= 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            self.batch = max(1, self.batch // 2)
-            log.warning("CUDA out of memory; retrying the window with batch %d", self.batch)
-            return self._run(x)
+        return with_oom_retry(lambda batch: self._run(x, batch), self.batch)
 
 
 def _check_frame(frame: np.ndarray, index: int, shape: tuple[int, ...] | None) -> None:
