@@ -63,3 +63,55 @@ def test_preprocess_normalises_with_imagenet_statistics(value: int) -> None:
     for c in range(3):
         expected = (value / 255 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
         torch.testing.assert_close(x[c], torch.full((42, 56), expected), rtol=1e-5, atol=1e-5)
+
+
+def _explicit_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v per head, written out: (N, T, C) -> (N, T, C)."""
+    c = q.shape[-1]
+    d = c // heads
+    out = torch.empty_like(q)
+    for h in range(heads):
+        sl = slice(h * d, (h + 1) * d)
+        scores = q[:, :, sl] @ k[:, :, sl].transpose(1, 2) / d**0.5
+        out[:, :, sl] = torch.softmax(scores, dim=-1) @ v[:, :, sl]
+    return out
+
+
+def test_temporal_attention_equals_explicit_softmax_attention_with_position_code() -> None:
+    from trainset.focus.vda.motion import TemporalAttention, sinusoidal_encoding
+
+    torch.manual_seed(0)
+    attention = TemporalAttention(16, heads=8)
+    x = torch.randn(5, 7, 16)
+    xp = x + sinusoidal_encoding(32, 16)[:, :7]
+    expected = attention.to_out[0](
+        _explicit_attention(attention.to_q(xp), attention.to_k(xp), attention.to_v(xp), 8)
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(attention(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_backbone_attention_equals_explicit_softmax_attention() -> None:
+    from trainset.focus.vda.dinov2 import SelfAttention
+
+    torch.manual_seed(0)
+    attention = SelfAttention(24, heads=6)
+    x = torch.randn(2, 9, 24)
+    q, k, v = attention.qkv(x).split(24, dim=-1)
+    expected = attention.proj(_explicit_attention(q, k, v, 6))
+    with torch.no_grad():
+        torch.testing.assert_close(attention(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_geglu_feed_forward_is_value_times_gelu_of_gate() -> None:
+    from trainset.focus.vda.motion import FeedForward
+
+    torch.manual_seed(0)
+    ff = FeedForward(8)
+    x = torch.randn(3, 8)
+    hidden = ff.net[0].proj(x)
+    expected = ff.net[2](hidden[:, :32] * torch.nn.functional.gelu(hidden[:, 32:]))
+    with torch.no_grad():
+        torch.testing.assert_close(ff(x), expected)
