@@ -160,3 +160,17 @@ def test_min_frames_below_one_is_an_input_error(tmp_path):
     _scene(tmp_path / "raw", "a")
     with pytest.raises(InputError, match="minimum frame count must be positive"):
         build_index(tmp_path / "raw", tmp_path / "out", min_frames=0)
+
+
+def test_parallel_validation_gives_the_same_index_as_serial(tmp_path):
+    raw = tmp_path / "raw"
+    for name in ("a", "b", "c"):
+        _scene(raw, name)
+    _scene(raw, "short", n=1)
+    serial = build_index(raw, tmp_path / "one", min_frames=2)
+    parallel = build_index(raw, tmp_path / "two", min_frames=2, workers=2)
+    assert parallel.scenes == serial.scenes
+    assert parallel.rejected == serial.rejected == {"short": "only 1 frames (minimum 2)"}
+    assert (tmp_path / "one" / "scene_index.json").read_bytes() == (
+        tmp_path / "two" / "scene_index.json"
+    ).read_bytes()

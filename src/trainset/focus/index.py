@@ -10,8 +10,10 @@ optional ``depth/`` folder beside the frames. Output: ``{out_root}/scene_index.j
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from trainset.pipeline.dataset_files import (
     safe_text,
     write_text_if_changed,
 )
-from trainset.pipeline.runner import SCENE_INDEX
+from trainset.pipeline.runner import SCENE_INDEX, pool_start_method
 
 # The plan's accepted frame extensions (compared lower-cased).
 VALID_EXTS = {".jpg", ".jpeg", ".png"}
@@ -109,6 +111,32 @@ def validate_scene(frames: list[Path], min_frames: int) -> tuple[bool, str]:
     return True, "ok"
 
 
+@dataclass(frozen=True)
+class InspectedScene:
+    """One scene folder after scanning and validation."""
+
+    scene_id: str
+    frames: list[Path]
+    ignored: list[str]
+    ok: bool
+    reason: str
+
+
+def inspect_scene(scene_dir: Path, min_frames: int) -> InspectedScene:
+    """Scan and validate one scene folder (module level so a process pool can run it)."""
+    frames, ignored = scan_scene(scene_dir)
+    ok, reason = validate_scene(frames, min_frames)
+    return InspectedScene(scene_dir.name, frames, ignored, ok, reason)
+
+
+def _inspect_all(dirs: list[Path], min_frames: int, workers: int) -> list[InspectedScene]:
+    if workers == 1 or len(dirs) < 2:
+        return [inspect_scene(d, min_frames) for d in dirs]
+    context = multiprocessing.get_context(pool_start_method())
+    with ProcessPoolExecutor(max_workers=min(workers, len(dirs)), mp_context=context) as pool:
+        return list(pool.map(inspect_scene, dirs, [min_frames] * len(dirs)))
+
+
 @dataclass
 class IndexResult:
     """Accepted scenes with their frames and splits, rejected scenes with reasons."""
@@ -136,10 +164,12 @@ def build_index(
     *,
     min_frames: int = DEFAULT_MIN_FRAMES,
     seed: int = DEFAULT_SPLIT_SEED,
+    workers: int = 1,
 ) -> IndexResult:
     """Scan, validate and split ``raw_root``; write the index, splits and logs under ``out_root``.
 
-    Files are only rewritten when their content changes.
+    ``workers`` processes validate scenes in parallel. Files are only rewritten when their
+    content changes.
     """
     raw = Path(raw_root)
     if not raw.is_dir():
@@ -153,23 +183,23 @@ def build_index(
         )
     result = IndexResult()
     accepted: dict[str, list[Path]] = {}
+    candidates: list[Path] = []
     for entry in sorted(raw.iterdir()):
         if not entry.is_dir():
             result.ignored.setdefault(".", []).append(safe_text(entry.name))
             continue
-        name = safe_text(entry.name)
         reason = unsafe_reason(entry.name)
         if reason is not None:
-            result.rejected[name] = reason
+            result.rejected[safe_text(entry.name)] = reason
             continue
-        frames, ignored = scan_scene(entry)
-        if ignored:
-            result.ignored[entry.name] = ignored
-        ok, reason = validate_scene(frames, min_frames)
-        if not ok:
-            result.rejected[entry.name] = reason
-            continue
-        accepted[entry.name] = frames
+        candidates.append(entry)
+    for inspected in _inspect_all(candidates, min_frames, workers):
+        if inspected.ignored:
+            result.ignored[inspected.scene_id] = inspected.ignored
+        if inspected.ok:
+            accepted[inspected.scene_id] = inspected.frames
+        else:
+            result.rejected[inspected.scene_id] = inspected.reason
     if not accepted:
         raise InputError(
             "no usable scene in the raw root",
