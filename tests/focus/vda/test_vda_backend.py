@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from vda_transcription import transcribed_outputs, transcribed_windows
 
 from trainset.errors import InputError
+from trainset.focus.conformance import DepthBackendContract
 from trainset.focus.deblur import SceneFailed
 from trainset.focus.vda.backend import VDADepthBackend, make_vda_backend
 from trainset.focus.vda.inference import ModelWindowPredictor, preprocess_frame
@@ -61,7 +61,7 @@ class Clip:
 
 
 def test_backend_depth_equals_transcribed_windows_of_the_model(
-    backend: VDADepthBackend, model: VideoDepthAnything
+    backend: VDADepthBackend, model: VideoDepthAnything, windows_rule, outputs_rule
 ) -> None:
     depth = list(backend.predict(Clip()))
     frames = list(Clip().iter_frames())
@@ -69,7 +69,7 @@ def test_backend_depth_equals_transcribed_windows_of_the_model(
     shape = (56, 70)
     outputs = []
     with torch.no_grad():
-        for window in transcribed_windows(FRAMES):
+        for window in windows_rule(FRAMES):
             x = torch.stack([preprocess_frame(frames[f], shape, cpu) for f in window])
             d = model(x.unsqueeze(0))[0]
             outputs.append(
@@ -78,7 +78,7 @@ def test_backend_depth_equals_transcribed_windows_of_the_model(
                 ]
             )
     assert len(depth) == FRAMES
-    for frame, terms in enumerate(transcribed_outputs(FRAMES)):
+    for frame, terms in enumerate(outputs_rule(FRAMES)):
         expected = sum(w * outputs[k][s] for (k, s), w in terms.items())
         assert depth[frame].shape == (HEIGHT, WIDTH)
         assert depth[frame].dtype == np.float32
@@ -165,3 +165,14 @@ def test_out_of_memory_twice_is_raised() -> None:
     ):
         predictor(torch.zeros(1, 32, 3, 14, 14))
     assert model.batches == [32, 16]
+
+
+class TestVDAConformance(DepthBackendContract):
+    """The shared depth-backend checks, run on a random-weight vits checkpoint at input size 28."""
+
+    @pytest.fixture(autouse=True)
+    def _checkpoint(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+
+    def make_backend(self) -> VDADepthBackend:
+        return VDADepthBackend(self.checkpoint, input_size=28, device="cpu")

@@ -1,6 +1,6 @@
 """Window, keyframe and cross-fade assembly against an independent transcription of models.md.
 
-The transcription (``vda_transcription.py``) works on whole lists like the reference procedure;
+The transcription (the ``windows_rule``/``outputs_rule`` fixtures (conftest.py)) works on whole lists like the reference procedure;
 the implementation streams. Both must agree on the inputs of every window and the blend weights.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from vda_transcription import transcribed_outputs, transcribed_windows
 
 from trainset.errors import InputError
 from trainset.focus.vda.inference import (
@@ -29,14 +28,14 @@ LENGTHS = [1, 5, 22, 23, 31, 32, 33, 40, 44, 45, 54, 66, 100]
 
 
 @pytest.mark.parametrize("n", LENGTHS)
-def test_window_inputs_match_transcription(n: int) -> None:
-    assert window_inputs(n) == transcribed_windows(n)
+def test_window_inputs_match_transcription(n: int, windows_rule) -> None:
+    assert window_inputs(n) == windows_rule(n)
 
 
 @pytest.mark.parametrize("n", LENGTHS)
-def test_output_weights_match_transcription(n: int) -> None:
+def test_output_weights_match_transcription(n: int, outputs_rule) -> None:
     ours = [{(k, s): w for k, s, w in terms} for terms in output_sources(n)]
-    expected = transcribed_outputs(n)
+    expected = outputs_rule(n)
     assert len(ours) == n
     for frame, (mine, theirs) in enumerate(zip(ours, expected)):
         assert mine.keys() == theirs.keys(), frame
@@ -96,12 +95,14 @@ class RecordingPredictor:
 
 
 @pytest.mark.parametrize("n", [1, 23, 40, 67])
-def test_streaming_sees_the_transcribed_inputs_and_blends_as_transcribed(n: int) -> None:
+def test_streaming_sees_the_transcribed_inputs_and_blends_as_transcribed(
+    n: int, windows_rule, outputs_rule
+) -> None:
     predictor = RecordingPredictor()
     depth = list(stream_video_depth(_constant_clip(n), predictor, 56, CPU))
-    assert predictor.seen == transcribed_windows(n)
+    assert predictor.seen == windows_rule(n)
     assert len(depth) == n
-    for frame, terms in enumerate(transcribed_outputs(n)):
+    for frame, terms in enumerate(outputs_rule(n)):
         expected = sum(w * (1000.0 * k + s) for (k, s), w in terms.items())
         assert depth[frame].shape == (20, 30)
         assert depth[frame].dtype == np.float32
