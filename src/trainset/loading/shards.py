@@ -255,14 +255,21 @@ class ShardReader:
         run_start = np.append(starts, len(order)).astype(np.int64)
         return ReadPlan(order, run_start, s_sorted[starts], o_sorted[starts])
 
-    def read_planned(self, plan: ReadPlan, out: np.ndarray, runs: range | None = None) -> None:
+    def read_planned(
+        self,
+        plan: ReadPlan,
+        out: np.ndarray,
+        runs: range | None = None,
+        rows: np.ndarray | None = None,
+    ) -> None:
         """Read the runs ``runs`` (all by default) of ``plan`` into the rows of ``out``.
 
-        Several threads may read disjoint run ranges of one plan into the same ``out``.
+        Batch position b of the plan goes to row ``rows[b]`` of ``out`` (row b without
+        ``rows``). Several threads may read disjoint run ranges of one plan into one ``out``.
         """
         fds = self._descriptors()
         flat = out.reshape(out.shape[0], self._shape[0] * self._shape[1]).view(np.uint8)
-        order = plan.order
+        order = plan.order if rows is None else np.asarray(rows)[plan.order]
         rb = self._record_bytes
         for r in runs if runs is not None else range(plan.n_runs):
             a, z = int(plan.run_start[r]), int(plan.run_start[r + 1])
@@ -327,3 +334,28 @@ class ShardReader:
         self.locate(idx)
         out = np.empty((int(idx.shape[0]), *self._shape), self._dtype)
         return self.read_into(idx, out)
+
+    def advise(self, indices: np.ndarray, advice: int | None = None) -> None:
+        """Tell the kernel records ``indices`` will be needed soon (``POSIX_FADV_WILLNEED``).
+
+        The kernel starts reading them in the background, so a cold batch has many reads in
+        flight instead of one page fault at a time. A no-op where ``posix_fadvise`` is missing.
+        """
+        if not hasattr(os, "posix_fadvise"):
+            return
+        how = os.POSIX_FADV_WILLNEED if advice is None else advice
+        plan = self.plan(np.asarray(indices))
+        fds = self._descriptors()
+        lengths = np.diff(plan.run_start) * self._record_bytes
+        for shard, pos, length in zip(plan.run_shard, plan.run_offset, lengths):
+            os.posix_fadvise(fds[int(shard)], int(pos), int(length), how)
+
+    def evict(self) -> None:
+        """Drop the shards' clean pages from the page cache (``POSIX_FADV_DONTNEED``).
+
+        Without root this is the way to make the data cold again for a measurement.
+        """
+        if not hasattr(os, "posix_fadvise"):
+            return
+        for fd in self._descriptors():
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
