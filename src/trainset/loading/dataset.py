@@ -1,0 +1,171 @@
+"""A map-style dataset over shards for users who keep ``torch.utils.data.DataLoader``.
+
+``__getitems__`` (which torch's DataLoader calls with a whole batch of indices) reads the batch
+in one sorted pass into a recycled buffer of this process; :func:`keep_batch` as ``collate_fn``
+hands that buffer over without the default collate's copy (the default collate still works: it
+stacks the rows into a fresh tensor). Inside a DataLoader worker the
+buffers live in shared memory, so the batch crosses to the main process without a copy either.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+from trainset.errors import InputError
+from trainset.loading.augment import d4_codes
+from trainset.loading.buffers import BatchBuffers, fill_batch
+from trainset.loading.sampler import EpochSampler, SampleBatch
+from trainset.loading.shards import ShardReader
+
+
+class BatchRows(list[torch.Tensor]):
+    """The (1, H, W) rows of one batch tensor, which stays reachable as :attr:`batch`.
+
+    A list, so torch's default collate still works (it stacks the rows into a fresh tensor);
+    :func:`keep_batch` returns :attr:`batch` itself instead.
+    """
+
+    def __init__(self, batch: torch.Tensor) -> None:
+        super().__init__(batch.unbind(0))
+        self.batch = batch
+
+
+def keep_batch(rows: BatchRows | list[torch.Tensor]) -> torch.Tensor:
+    """``collate_fn`` for :class:`ShardDataset`: the recycled batch tensor, without a copy."""
+    if isinstance(rows, BatchRows):
+        return rows.batch
+    return torch.stack(list(rows))
+
+
+class ShardDataset(Dataset[torch.Tensor]):
+    """Records of a :class:`ShardReader` as (1, H, W) tensors, batched reads as (B, 1, H, W).
+
+    ``augment`` applies D4 codes drawn from (seed, epoch, record) fused into the copy; a
+    :class:`SampleBatch` request brings its own epoch (and its sampler's seed), a plain index
+    list uses :attr:`epoch` (set it with :meth:`set_epoch`). ``ring`` buffers per process are
+    recycled: a returned batch stays intact while the next ``ring - 1`` batches of the same
+    process are read (a DataLoader keeps ``prefetch_factor`` batches per worker in flight, so
+    keep ``ring >= prefetch_factor + 2``).
+    """
+
+    def __init__(
+        self,
+        reader: ShardReader,
+        *,
+        augment: bool = False,
+        seed: int = 0,
+        ring: int = 6,
+    ) -> None:
+        h, w = reader.record_shape
+        if augment and h != w:
+            raise InputError(
+                "D4 augmentation needs square records", expected="H == W", found=(h, w)
+            )
+        if ring < 1:
+            raise InputError("ring must hold at least one buffer", expected=">= 1", found=ring)
+        self.reader = reader
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.ring = int(ring)
+        self._buffers: BatchBuffers | None = None
+        self._pid = -1
+        self._turn = 0
+        self._scratch: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch whose augmentation codes plain index lists get."""
+        self.epoch = int(epoch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_buffers=None, _pid=-1, _turn=0, _scratch=None)
+        return state
+
+    def _codes(self, indices: np.ndarray, seed: int, epoch: int) -> np.ndarray | None:
+        return d4_codes(seed, epoch, indices) if self.augment else None
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        idx = np.array([int(index)], dtype=np.int64)
+        out = np.empty((1, *self.reader.record_shape), self.reader.dtype)
+        fill_batch(self.reader, idx, out, self._codes(idx, self.seed, self.epoch))
+        return torch.from_numpy(out)
+
+    def _slot(self, batch: int) -> int:
+        """Index of the next recycled buffer of this process, (re)allocated to hold ``batch``."""
+        pid = os.getpid()
+        buffers = self._buffers
+        if buffers is None or self._pid != pid or buffers.arrays[0].shape[0] < batch:
+            in_worker = get_worker_info() is not None
+            self._buffers = BatchBuffers(
+                self.ring,
+                batch,
+                self.reader.record_shape,
+                self.reader.dtype,
+                pin=False if in_worker else None,
+                shared=in_worker,
+            )
+            self._pid = pid
+            self._turn = 0
+        slot = self._turn % self.ring
+        self._turn += 1
+        return slot
+
+    def __getitems__(self, request: SampleBatch | Sequence[int] | np.ndarray) -> BatchRows:
+        """Read a whole batch into a recycled (B, 1, H, W) buffer (see the class notes)."""
+        if isinstance(request, SampleBatch):
+            idx = np.asarray(request.indices, dtype=np.int64)
+            seed, epoch = request.seed, request.epoch
+        else:
+            idx = np.asarray(request, dtype=np.int64)
+            seed, epoch = self.seed, self.epoch
+        n = len(idx)
+        slot = self._slot(n)
+        assert self._buffers is not None
+        out = self._buffers.arrays[slot]
+        codes = self._codes(idx, seed, epoch)
+        if codes is not None and (self._scratch is None or self._scratch.shape[0] < n):
+            self._scratch = np.empty((n, *self.reader.record_shape), self.reader.dtype)
+        fill_batch(self.reader, idx, out, codes, self._scratch)
+        return BatchRows(self._buffers.tensors[slot][:n])
+
+
+def shard_dataloader(
+    dataset: ShardDataset,
+    sampler: EpochSampler,
+    *,
+    num_workers: int = 0,
+    pin_memory: bool | None = None,
+    prefetch_factor: int | None = None,
+    persistent_workers: bool = False,
+) -> DataLoader[torch.Tensor]:
+    """A ``DataLoader`` that hands :class:`ShardDataset` whole batches (``batch_sampler``) and
+    keeps its recycled buffers (``collate_fn=keep_batch``)."""
+    if sampler.n != len(dataset):
+        raise InputError(
+            "sampler and dataset disagree on the record count",
+            expected=len(dataset),
+            found=sampler.n,
+        )
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs["prefetch_factor"] = prefetch_factor or 2
+        kwargs["persistent_workers"] = persistent_workers
+    return DataLoader(
+        dataset,
+        batch_sampler=cast("Iterable[list[Any]]", sampler),
+        collate_fn=cast("Callable[[list[Any]], Any]", keep_batch),
+        num_workers=num_workers,
+        pin_memory=pin,
+        **kwargs,
+    )
