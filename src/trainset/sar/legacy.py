@@ -102,12 +102,17 @@ def _npy_shape(path: Path) -> tuple[tuple[int, ...], str]:
 
 
 def legacy_manifest_dict(
-    metadata_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], meta: dict[str, Any]
+    metadata_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    meta: dict[str, Any],
+    *,
+    hash_shards: bool = True,
 ) -> dict[str, Any]:
     """Build a manifest mapping (shard paths relative to ``out_dir``) from legacy metadata.
 
     Each legacy file is one source (the plan wrote one shard per scene); row/col are unknown
-    (-1). vmin/vmax come from the metadata when present, else they are null.
+    (-1). vmin/vmax come from the metadata when present, else they are null. Without
+    ``hash_shards`` the shards' sha256 are left null (reading 182 GB just to open a dataset).
     """
     base = Path(metadata_path).resolve().parent
     out = Path(out_dir).resolve()
@@ -136,7 +141,8 @@ def legacy_manifest_dict(
             )
         patch_size, dtype = shape[1], dt
         rel = os.path.relpath(path.resolve(), out)
-        shards.append({"path": rel, "count": count, "sha256": sha256_file(path)})
+        digest = sha256_file(path) if hash_shards else None
+        shards.append({"path": rel, "count": count, "sha256": digest})
         source += [i] * count
     if patch_size is None:
         raise InputError("legacy metadata lists no shard", key="file_index", found=0)
