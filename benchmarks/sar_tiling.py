@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from trainset.sar.geotiff import iter_strips, open_raster  # noqa: E402
+from trainset.sar.geotiff import iter_strips, open_raster, raster_env  # noqa: E402
 from trainset.sar.manifest import load_manifest  # noqa: E402
 
 BLOCK = 256
@@ -71,7 +71,7 @@ def baseline_read(path: Path, min_rows: int) -> tuple[float, int]:
     """Seconds and bytes to read the raster once in block-aligned strips (no processing)."""
     start = time.perf_counter()
     nbytes = 0
-    with open_raster(path) as src:
+    with raster_env(), open_raster(path) as src:
         for _, data, _ in iter_strips(src, [1], min_rows):
             nbytes += data.nbytes
     return time.perf_counter() - start, nbytes

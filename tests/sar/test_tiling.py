@@ -9,10 +9,12 @@ from sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 from trainset.errors import InputError
 from trainset.sar.geotiff import iter_strips, open_raster, strip_rows
 from trainset.sar.manifest import load_manifest
+from trainset.sar.preprocessing import preprocess_sar_complete
 from trainset.sar.tiling import (
     ClipAccumulator,
     ClipSpec,
     QualityFilter,
+    StripNormalizer,
     TilingConfig,
     build_patches,
 )
@@ -281,3 +283,26 @@ def test_rebuild_replaces_old_shards(amplitude_tif, tmp_path):
     build([amplitude_tif], out, units="amplitude", shard_size=10)
     build([amplitude_tif], out, units="amplitude")
     assert leftovers(out) == ["manifest.json", "shard_00000.npy"]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.uint8])
+def test_lookup_table_normalizer_matches_preprocess_sar_complete(dtype):
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    data = rng.integers(info.min, info.max, (2, 16, 24), endpoint=True).astype(dtype)
+    mask = rng.random((2, 16, 24)) > 0.2
+    norm, valid = StripNormalizer(np.dtype(dtype), "amplitude", (10.0, 60.0))(data, mask)
+    exp_norm, exp_valid = preprocess_sar_complete(data, 10.0, 60.0, "amplitude", mask=mask)
+    np.testing.assert_array_equal(norm, exp_norm)
+    np.testing.assert_array_equal(valid, exp_valid)
+
+
+@pytest.mark.parametrize("spec", [ClipSpec("percentile", (2.0, 97.0)), ClipSpec("sigma", (3.0,))])
+def test_weighted_accumulation_equals_repeated_values(spec):
+    values = np.array([-20.0, -12.5, -3.0, 4.0])
+    counts = np.array([5, 1, 7, 2])
+    weighted, plain = ClipAccumulator(spec), ClipAccumulator(spec)
+    weighted.add_weighted(values, counts)
+    plain.add(np.repeat(values, counts))
+    assert weighted.count == plain.count == 15
+    np.testing.assert_allclose(weighted.bounds(), plain.bounds(), atol=1e-9)
