@@ -1,5 +1,8 @@
 import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +309,20 @@ def test_weighted_accumulation_equals_repeated_values(spec):
     plain.add(np.repeat(values, counts))
     assert weighted.count == plain.count == 15
     np.testing.assert_allclose(weighted.bounds(), plain.bounds(), atol=1e-9)
+
+
+def test_staging_left_by_a_killed_run_is_removed(amplitude_tif, tmp_path):
+    out = tmp_path / "out"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = out / f".staging-{socket.gethostname()}-{dead.stdout.strip()}-abcd"
+    stale.mkdir(parents=True)
+    (stale / ".shard_00000.npy.tmp-x").write_bytes(b"partial")
+    alive = out / f".staging-{socket.gethostname()}-{os.getpid()}-efgh"
+    alive.mkdir()
+    build([amplitude_tif], out, units="amplitude")
+    assert leftovers(out) == [alive.name, "manifest.json", "shard_00000.npy"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -477,6 +478,32 @@ def _open_all(
     return rasters
 
 
+def _staging_prefix() -> str:
+    return f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove staging directories in ``out_dir`` left by killed runs on this host.
+
+    A staging directory is named ``.staging-{host}-{pid}-XXXX``; it is stale when ``host`` is
+    this machine and process ``pid`` no longer exists. Returns the removed directories.
+    """
+    host = socket.gethostname()
+    removed = []
+    for path in out_dir.glob(f"{STAGING_PREFIX}{host}-*"):
+        pid_text = path.name[len(f"{STAGING_PREFIX}{host}-") :].split("-", 1)[0]
+        if not (path.is_dir() and pid_text.isdigit()):
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        except PermissionError:
+            continue
+    return removed
+
+
 def _publish(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> None:
     """Move staged shards into ``out_dir`` and write the manifest last."""
     old_manifest = out_dir / MANIFEST_NAME
@@ -523,7 +550,8 @@ def build_patches(
         rasters = _open_all(sources, cfg, files)
         bounds = _clip_pass(rasters, cfg)
         out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+        remove_stale_staging(out)
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=out))
         channels = len(rasters[0][2]) if cfg.band_mode == "stack" else 1
         writer = ShardWriter(staging, cfg.shard_size, channels, cfg.patch_size, cfg.dtype)
         table = _PatchTable()
