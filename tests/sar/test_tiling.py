@@ -326,3 +326,12 @@ def test_staging_left_by_a_killed_run_is_removed(amplitude_tif, tmp_path):
     alive.mkdir()
     build([amplitude_tif], out, units="amplitude")
     assert leftovers(out) == [alive.name, "manifest.json", "shard_00000.npy"]
+
+
+def test_normalizer_falls_back_for_another_dtype():
+    data = np.array([[[0.5, -1.0]]], np.float32)
+    norm, valid = StripNormalizer(np.dtype(np.uint16), "intensity", (-25.0, 5.0))(
+        data, np.ones(data.shape, bool)
+    )
+    np.testing.assert_allclose(norm, [[[(10 * np.log10(0.5) + 25) / 30, 0.0]]], atol=1e-6)
+    np.testing.assert_array_equal(valid, [[[True, False]]])

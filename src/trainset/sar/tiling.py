@@ -318,7 +318,8 @@ class StripNormalizer:
     def __init__(self, dtype: np.dtype[Any] | str, units: str, bounds: tuple[float, float]):
         self.units = units
         self.bounds = bounds
-        span = _integer_range(np.dtype(dtype))
+        self.dtype = np.dtype(dtype)
+        span = _integer_range(self.dtype)
         self.offset = span[0] if span is not None else 0
         self.lut: np.ndarray | None = None
         self.lut_valid: np.ndarray | None = None
@@ -328,7 +329,7 @@ class StripNormalizer:
 
     def __call__(self, data: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(C, h, W) raw values and GDAL validity -> (normalized float32, valid bool)."""
-        if self.lut is None or self.lut_valid is None:
+        if self.lut is None or self.lut_valid is None or data.dtype != self.dtype:
             return preprocess_sar_complete(data, *self.bounds, self.units, mask=mask)
         idx = data if self.offset == 0 else data.astype(np.int32) - self.offset
         norm = self.lut[idx]
