@@ -150,11 +150,11 @@ def shard_dataloader(
 ) -> DataLoader[torch.Tensor]:
     """A ``DataLoader`` that hands :class:`ShardDataset` whole batches (``batch_sampler``) and
     keeps its recycled buffers (``collate_fn=keep_batch``)."""
-    if sampler.n != len(dataset):
+    if sampler.end > len(dataset):
         raise InputError(
-            "sampler and dataset disagree on the record count",
-            expected=len(dataset),
-            found=sampler.n,
+            "sampler draws records the dataset does not have",
+            expected=f"indices < {len(dataset)}",
+            found=sampler.end - 1,
         )
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     kwargs: dict[str, Any] = {}
