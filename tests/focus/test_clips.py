@@ -136,7 +136,7 @@ def test_frame_of_another_size_names_scene_and_frame(root):
         root / "beta" / "depth_maps" / "depth_0001.npz", {"depth": np.ones((4, 4), np.float16)}
     )
     ds = FocusClipDataset(root, "train", clip_len=2, modalities=["depth"])
-    idx = [i for i in range(len(ds)) if ds.scene_of(i) == "beta"][0]
+    idx = next(i for i in range(len(ds)) if ds.scene_of(i) == "beta")
     with pytest.raises(
         InputError,
         match=r"scene beta frame 1: depth differs from frame 0 \(expected \(8, 12\) float16, found \(4, 4\) float16\)",
@@ -151,7 +151,7 @@ def test_modality_of_another_size_names_scene_and_frame(root):
             {"depth": np.ones((4, 4), np.float16)},
         )
     ds = FocusClipDataset(root, "train", clip_len=2, modalities=["frames", "depth"])
-    idx = [i for i in range(len(ds)) if ds.scene_of(i) == "beta"][0]
+    idx = next(i for i in range(len(ds)) if ds.scene_of(i) == "beta")
     with pytest.raises(InputError, match=r"scene beta frame 0: depth size differs from frames"):
         ds[idx]
 
