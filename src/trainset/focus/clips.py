@@ -193,7 +193,7 @@ class FocusClipDataset(Dataset[dict[str, Any]]):
                     expected=shape,
                     found=arr.shape[-2:],
                 )
-            t = torch.from_numpy(arr.astype(np.float32))  # the one copy, out of the map too
+            t = torch.from_numpy(arr).to(torch.float32)  # the one copy (out of the map too)
             item[m] = t.div_(255.0) if m in ("frames", "bokeh") else t.unsqueeze(1)
         item["roi"] = torch.from_numpy(self.roi_box(index))
         for key in PARAM_KEYS:
