@@ -12,6 +12,8 @@ round by round so that machine noise hits every contender alike:
 - ours/cpu:  ``ThreadedLoader`` with D4 fused into the single CPU copy
 - dl/recycled: ``ShardDataset`` under a DataLoader with 2 workers, recycled shared buffers
 - dl/stock:  the same dataset under a stock DataLoader (default collate, fresh tensors)
+- sar/dm:    ``SARDataModule(...).train_dataloader()`` (LazyPatchDataset on trainset.loading,
+             D4 fused on the CPU, ``--threads`` workers): what a user of the plan's API gets
 
 ``--cold`` then compares random patch reads from a dropped page cache: mmap page faults against
 explicit reads with many in flight. The cache is dropped through ``/proc/sys/vm/drop_caches``
@@ -43,6 +45,8 @@ from trainset.loading import (
     ThreadedLoader,
     shard_dataloader,
 )
+from trainset.sar.datamodule import SARDataModule
+from trainset.sar.manifest import FORMAT, VERSION, write_manifest
 from trainset.store import NPY_ALIGN, atomic_path
 from trainset.store.codecs import npy_header_bytes
 
@@ -69,6 +73,28 @@ def build_shards(root: Path, size_gb: float, per_shard: int) -> list[Path]:
         paths.append(path)
         first += n
     return paths
+
+
+def write_bench_manifest(root: Path, reader: ShardReader) -> None:
+    """A SAR manifest over the synthetic shards (one source, no clip bounds)."""
+    n = len(reader)
+    write_manifest(
+        root,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "patch_size": PATCH,
+            "stride": PATCH,
+            "units": "intensity",
+            "dtype": "float32",
+            "channels": 1,
+            "shards": [
+                {"path": Path(s.path).name, "count": s.count, "sha256": None} for s in reader.shards
+            ],
+            "patches": {"source": [0] * n, "band": [0] * n, "row": [0] * n, "col": list(range(n))},
+            "sources": [{"path": "synthetic"}],
+        },
+    )
 
 
 # -- the plan's LazyPatchDataset, reproduced as the baseline ---------------------------------
@@ -283,6 +309,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     got = reader.read(sample)
     assert np.array_equal(got[:, 0, 0], sample.astype(np.float32)), "records out of place"
 
+    write_bench_manifest(root, reader)
     file_index = [(s.path, s.count) for s in reader.shards]
     baseline_ds = PlanLazyPatchDataset(file_index, augment=True)
     dev_mode = "device" if cuda else "deferred"
@@ -322,6 +349,13 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 EpochSampler(len(reader), args.batch, seed=r),
                 num_workers=args.threads,
             ),
+            args.seconds,
+            batch_size_of,
+        ),
+        "sar/dm": lambda r: timed(
+            SARDataModule(
+                root, val_fraction=0.0, batch_size=args.batch, num_workers=args.threads, seed=r
+            ).train_dataloader(),
             args.seconds,
             batch_size_of,
         ),
