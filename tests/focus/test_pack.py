@@ -172,3 +172,13 @@ def test_missing_scene_is_refused(root):
 def test_missing_root_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"dataset root not found"):
         pack_dataset(tmp_path / "absent")
+
+
+def test_stream_with_missing_chunks_is_refused_and_leaves_no_file(tmp_path):
+    target = tmp_path / "x.npy"
+    chunks = iter([np.zeros((2, 2), np.uint8)])
+    with pytest.raises(
+        InputError, match=r"packed x\.npy has the wrong size \(expected 8, found 4\)"
+    ):
+        pack_mod._stream_npy(target, (2, 2, 2), np.dtype(np.uint8), chunks)
+    assert list(tmp_path.iterdir()) == []

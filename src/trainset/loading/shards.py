@@ -323,9 +323,9 @@ class ShardReader:
 
     def read_into(self, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Read records ``indices`` (B,) into ``out`` (B, H, W); row b holds record indices[b]."""
-        idx = np.asarray(indices)
-        self.check_out(out, int(idx.shape[0]) if idx.ndim == 1 else -1)
-        self.read_planned(self.plan(idx), out)
+        plan = self.plan(np.asarray(indices))
+        self.check_out(out, len(plan.order))
+        self.read_planned(plan, out)
         return out
 
     def read(self, indices: np.ndarray) -> np.ndarray:
