@@ -202,3 +202,45 @@ def test_fortran_order_shard_is_refused(tmp_path):
     np.save(tmp_path / "f.npy", np.asfortranarray(np.zeros((2, 3, 4), np.float32)))
     with pytest.raises(InputError, match=r"f\.npy: shard is stored in Fortran order"):
         ShardReader([tmp_path / "f.npy"])
+
+
+def _chunked_preadv(limit):
+    """A preadv that reads at most ``limit`` bytes per call (as signals or network FS may)."""
+    real = os.preadv
+
+    def preadv(fd, buffers, offset):
+        take, rest = [], limit
+        for b in buffers:
+            if rest <= 0:
+                break
+            take.append(b[: min(len(b), rest)])
+            rest -= len(take[-1])
+        return real(fd, take, offset)
+
+    return preadv
+
+
+def test_short_reads_are_continued_until_the_record_is_complete(shards, monkeypatch):
+    reader = ShardReader(shards)
+    monkeypatch.setattr(os, "preadv", _chunked_preadv(7))
+    np.testing.assert_array_equal(
+        reader.read(np.array([3, 4, 12])), record_values(0, 16, 4, 5)[[3, 4, 12]]
+    )
+
+
+def test_shard_that_ends_early_while_reading_is_an_input_error(shards, monkeypatch):
+    reader = ShardReader(shards)
+    monkeypatch.setattr(os, "preadv", lambda fd, bufs, off: 0)
+    with pytest.raises(
+        InputError, match=r"shard_00000\.npy: shard ended before the records its header promises"
+    ):
+        reader.read(np.array([1]))
+
+
+def test_advise_and_evict_leave_reads_exact(shards):
+    reader = ShardReader(shards)
+    reader.advise(np.array([15, 2, 3]))
+    reader.evict()
+    np.testing.assert_array_equal(
+        reader.read(np.array([15, 2])), record_values(0, 16, 4, 5)[[15, 2]]
+    )

@@ -71,11 +71,11 @@ class ThreadedLoader:
             raise InputError("threads must be >= 1", expected=">= 1", found=threads)
         if keep < 1:
             raise InputError("keep must be >= 1", expected=">= 1", found=keep)
-        if sampler.n != len(reader):
+        if sampler.end > len(reader):
             raise InputError(
-                "sampler and reader disagree on the record count",
-                expected=len(reader),
-                found=sampler.n,
+                "sampler draws records the reader does not have",
+                expected=f"indices < {len(reader)}",
+                found=sampler.end - 1,
             )
         h, w = reader.record_shape
         if augment != "none" and h != w:

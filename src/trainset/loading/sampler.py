@@ -36,7 +36,10 @@ class SampleBatch:
 
 
 class EpochSampler:
-    """Yields :class:`SampleBatch` objects over ``n`` records, ``batch_size`` at a time.
+    """Yields :class:`SampleBatch` objects over records, ``batch_size`` at a time.
+
+    ``records`` is a count n (records 0..n-1) or an array of the record indices to draw from
+    (a train or validation subset).
 
     With ``shuffle`` the order of epoch ``e`` is a permutation drawn from (seed, e); without it
     records come in order. Iterating runs the current epoch from the resume point and then moves
@@ -46,7 +49,7 @@ class EpochSampler:
 
     def __init__(
         self,
-        n: int,
+        records: int | np.ndarray,
         batch_size: int,
         *,
         seed: int = 0,
@@ -54,11 +57,25 @@ class EpochSampler:
         drop_last: bool = False,
         epoch: int = 0,
     ) -> None:
-        if n < 0:
-            raise InputError("record count must be >= 0", expected=">= 0", found=n)
+        if isinstance(records, (int, np.integer)):
+            if records < 0:
+                raise InputError("record count must be >= 0", expected=">= 0", found=records)
+            self.records: np.ndarray | None = None
+            self.n = int(records)
+        else:
+            arr = np.asarray(records)
+            if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+                raise InputError(
+                    "records must be a count or a 1-D integer array",
+                    expected="int or (n,) int",
+                    found=f"{arr.shape} {arr.dtype}",
+                )
+            if arr.size and int(arr.min()) < 0:
+                raise InputError("record indices must be >= 0", found=int(arr.min()))
+            self.records = arr.astype(np.int64)
+            self.n = len(arr)
         if batch_size < 1:
             raise InputError("batch size must be >= 1", expected=">= 1", found=batch_size)
-        self.n = int(n)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
@@ -66,6 +83,13 @@ class EpochSampler:
         self._epoch = int(epoch)
         self._next = 0
         self._cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def end(self) -> int:
+        """One past the largest record index this sampler can give."""
+        if self.records is None:
+            return self.n
+        return int(self.records.max()) + 1 if self.n else 0
 
     # -- order ---------------------------------------------------------------------------------
     def order(self, epoch: int) -> np.ndarray:
@@ -77,6 +101,8 @@ class EpochSampler:
             order = rng.permutation(self.n).astype(np.int64)
         else:
             order = np.arange(self.n, dtype=np.int64)
+        if self.records is not None:
+            order = self.records[order]
         self._cache = (epoch, order)
         return order
 

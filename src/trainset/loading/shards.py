@@ -269,17 +269,17 @@ class ShardReader:
         """
         fds = self._descriptors()
         flat = out.reshape(out.shape[0], self._shape[0] * self._shape[1]).view(np.uint8)
-        order = plan.order if rows is None else np.asarray(rows)[plan.order]
+        order = (plan.order if rows is None else np.asarray(rows)[plan.order]).tolist()
+        starts = plan.run_start.tolist()
+        shards = plan.run_shard.tolist()
+        offsets = plan.run_offset.tolist()
         rb = self._record_bytes
         for r in runs if runs is not None else range(plan.n_runs):
-            a, z = int(plan.run_start[r]), int(plan.run_start[r + 1])
+            a, z = starts[r], starts[r + 1]
             bufs = [memoryview(flat[b]) for b in order[a:z]]
-            fd = fds[int(plan.run_shard[r])]
-            pos = int(plan.run_offset[r])
-            want = (z - a) * rb
-            got = os.preadv(fd, bufs, pos)
-            if got != want:
-                self._finish_short_read(fd, bufs, pos, got, int(plan.run_shard[r]))
+            got = os.preadv(fds[shards[r]], bufs, offsets[r])
+            if got != (z - a) * rb:
+                self._finish_short_read(fds[shards[r]], bufs, offsets[r], got, shards[r])
 
     def _finish_short_read(
         self, fd: int, bufs: list[memoryview], pos: int, got: int, shard: int
@@ -323,9 +323,9 @@ class ShardReader:
 
     def read_into(self, indices: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Read records ``indices`` (B,) into ``out`` (B, H, W); row b holds record indices[b]."""
-        idx = np.asarray(indices)
-        self.check_out(out, int(idx.shape[0]) if idx.ndim == 1 else -1)
-        self.read_planned(self.plan(idx), out)
+        plan = self.plan(np.asarray(indices))
+        self.check_out(out, len(plan.order))
+        self.read_planned(plan, out)
         return out
 
     def read(self, indices: np.ndarray) -> np.ndarray:

@@ -11,14 +11,16 @@ object with the same methods.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from trainset.errors import InputError
+from trainset.loading import EpochSampler, keep_batch
 from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, open_patch_set
 from trainset.sar.legacy import is_pickled_npy
 from trainset.sar.manifest import Manifest
@@ -85,6 +87,13 @@ class SARDataModule(_DataModuleBase):
     reads patches from the shards (:class:`LazyPatchDataset`); ``lazy=False`` or a single
     ``.npy`` loads them into memory (:class:`SARPatchDataset`). ``split``: ``by_source``
     (default) or ``random``; a single ``.npy`` has no sources, so it needs ``random``.
+
+    In lazy mode the loaders hand the dataset whole batches from an
+    :class:`trainset.loading.EpochSampler` (shuffle and augmentation from (seed, epoch): the
+    same batches for any ``num_workers``, one epoch further on each pass) and return each
+    batch in a recycled buffer without a collate copy (``recycle=True``): a batch stays intact
+    while the next few are produced, so copy one you keep (``list(loader)`` needs
+    ``recycle=False``, which gives fresh tensors at the cost of a copy per batch).
     """
 
     def __init__(
@@ -100,6 +109,7 @@ class SARDataModule(_DataModuleBase):
         *,
         split: str = "by_source",
         trust_pickle: bool = False,
+        recycle: bool = True,
     ) -> None:
         super().__init__()
         if split not in SPLIT_POLICIES:
@@ -116,6 +126,9 @@ class SARDataModule(_DataModuleBase):
         self.max_samples = max_samples
         self.split = split
         self.trust_pickle = trust_pickle
+        self.recycle = recycle
+        self._train_sampler: EpochSampler | None = None
+        self._val_sampler: EpochSampler | None = None
         self._manifest: Manifest | None = None
         self._train: Dataset[torch.Tensor] | None = None
         self._val: Dataset[torch.Tensor] | None = None
@@ -146,7 +159,12 @@ class SARDataModule(_DataModuleBase):
         if self.lazy:
             tp = self.trust_pickle
             self._train = LazyPatchDataset(
-                path, self.augment_train, None, indices=self.train_indices, trust_pickle=tp
+                path,
+                self.augment_train,
+                None,
+                indices=self.train_indices,
+                trust_pickle=tp,
+                aug_seed=self.seed,
             )
             self._val = LazyPatchDataset(
                 path, False, None, indices=self.val_indices, trust_pickle=tp
@@ -219,10 +237,29 @@ class SARDataModule(_DataModuleBase):
             return None
         return {"vmin": m.vmin, "vmax": m.vmax, "units": m.units}
 
+    def _batched_loader(self, ds: LazyPatchDataset, sampler: EpochSampler) -> DataLoader[Any]:
+        """A DataLoader that hands ``ds`` whole batches and keeps its recycled buffers."""
+        workers = self.num_workers
+        return DataLoader(
+            ds,
+            batch_sampler=cast("Iterable[list[Any]]", sampler),
+            collate_fn=cast("Callable[[list[Any]], Any]", keep_batch) if self.recycle else None,
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+        )
+
     def train_dataloader(self) -> DataLoader[torch.Tensor]:
         """Shuffled (seeded) batches of (B, C, H, W), last partial batch dropped."""
+        ds = self.train_dataset
+        if isinstance(ds, LazyPatchDataset):
+            if self._train_sampler is None:
+                self._train_sampler = EpochSampler(
+                    len(ds), self.batch_size, seed=self.seed, shuffle=True, drop_last=True
+                )
+            return self._batched_loader(ds, self._train_sampler)
         return DataLoader(
-            self.train_dataset,
+            ds,
             batch_size=self.batch_size,
             shuffle=True,
             num_workers=self.num_workers,
@@ -234,8 +271,13 @@ class SARDataModule(_DataModuleBase):
 
     def val_dataloader(self) -> DataLoader[torch.Tensor]:
         """Validation batches of (B, C, H, W) in order, without augmentation."""
+        ds = self.val_dataset
+        if isinstance(ds, LazyPatchDataset):
+            if self._val_sampler is None:
+                self._val_sampler = EpochSampler(len(ds), self.batch_size, shuffle=False)
+            return self._batched_loader(ds, self._val_sampler)
         return DataLoader(
-            self.val_dataset,
+            ds,
             batch_size=self.batch_size,
             shuffle=False,
             num_workers=self.num_workers,

@@ -2,14 +2,18 @@
 
 ``SARPatchDataset`` wraps an in-memory (N, H, W) array. ``LazyPatchDataset`` reads patches
 from the shards of a ``manifest.json`` (or, with ``trust_pickle``, the plan's pickled
-``metadata.npy``) through :class:`trainset.loading.ShardReader`: files are opened once per
-process (again after a fork, never per item), and ``__getitems__`` reads a whole batch in one
-sorted pass. Items are (C, H, W) float32 tensors in [0, 1] (C = 1 unless bands were stacked).
+``metadata.npy``) through :mod:`trainset.loading`: files are opened once per process (again
+after a fork, never per item), and ``__getitems__`` reads a whole batch in one sorted pass
+straight into a recycled batch buffer of the process. Items are (C, H, W) float32 tensors in
+[0, 1] (C = 1 unless bands were stacked).
 
-Augmentation is the plan's: horizontal flip with p = 0.5, vertical flip with p = 0.5, then a
-rotation by k * 90 degrees, k uniform in 0..3. The draws come from torch's generator, so
-``torch.manual_seed`` / ``lightning.seed_everything`` (and DataLoader's per-worker seeding)
-make them reproducible.
+Augmentation is the plan's distribution: horizontal flip with p = 0.5, vertical flip with
+p = 0.5, then a rotation by k * 90 degrees, k uniform in 0..3, which is the uniform
+distribution over the 8 flips/rotations (D4). ``SARPatchDataset`` and :func:`augment_patches`
+draw from torch's generator (``torch.manual_seed`` makes them reproducible).
+``LazyPatchDataset`` draws a D4 code per patch from (aug_seed, epoch, patch id)
+(:func:`trainset.loading.d4_codes`), the same for any number of workers and after a resume,
+and applies it inside the one copy from the shard.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from trainset.errors import InputError
-from trainset.loading import ShardReader
+from trainset.loading import BatchRows, SampleBatch, ShardDataset, ShardReader
 from trainset.sar.legacy import is_pickled_npy, legacy_manifest_dict, load_legacy_metadata
 from trainset.sar.manifest import Manifest, load_manifest, manifest_from_dict
 
@@ -119,7 +123,11 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
     ``metadata_path``: ``manifest.json`` (or its directory), or the plan's ``metadata.npy`` with
     ``trust_pickle=True``. ``shuffle_seed`` fixes a permutation of the items (None keeps shard
     order), as in the plan. ``indices`` restricts the dataset to those global patch indices
-    (used for train/val splits); ``max_samples`` keeps the first items.
+    (used for train/val splits); ``max_samples`` keeps the first items. ``aug_seed`` and the
+    epoch (:meth:`set_epoch`, or the epoch a :class:`trainset.loading.SampleBatch` carries)
+    decide the augmentation. ``__getitems__`` returns the rows of a recycled batch buffer that
+    stays intact while the next ``ring - 1`` batches of the process are read; ``__getitem__``
+    returns a fresh tensor.
     """
 
     def __init__(
@@ -132,6 +140,8 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
         max_samples: int | None = None,
         transform: Transform | None = None,
         trust_pickle: bool = False,
+        aug_seed: int = 0,
+        ring: int = 6,
     ) -> None:
         self.manifest = open_patch_set(metadata_path, trust_pickle=trust_pickle)
         self.reader = ShardReader(self.manifest.shard_paths(), self.manifest.counts())
@@ -152,12 +162,34 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
         self.patch_indices = ids.astype(np.int64)
         self.shuffle_idx = self.patch_indices
         self.total = len(ids)
-        self.augment = augment
         self.transform = transform
         self.channels = self.manifest.channels
+        self.aug_seed = int(aug_seed)
+        self.epoch = 0
+        self._patches = ShardDataset(
+            self.reader,
+            augment=augment,
+            seed=self.aug_seed,
+            ring=ring,
+            channels=self.channels,
+            dtype=np.float32,
+        )
 
     def __len__(self) -> int:
         return self.total
+
+    @property
+    def augment(self) -> bool:
+        """Whether items get a random flip/rotation."""
+        return self._patches.augment
+
+    @augment.setter
+    def augment(self, value: bool) -> None:
+        self._patches.augment = bool(value)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch whose augmentation plain index lists get (a SampleBatch brings its own)."""
+        self.epoch = int(epoch)
 
     @property
     def preprocessing_params(self) -> dict[str, Any] | None:
@@ -178,16 +210,31 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
         h, w = self.reader.record_shape
         return raw.reshape(len(ids), self.channels, h, w).astype(np.float32, copy=False)
 
-    def __getitem__(self, idx: int) -> torch.Tensor:
-        return self.__getitems__([idx])[0]
-
-    def __getitems__(self, indices: Sequence[int]) -> list[torch.Tensor]:
-        """A whole batch of dataset positions: list of (C, H, W) tensors."""
-        pos = np.asarray(indices, dtype=np.int64)
+    def _patch_ids(self, positions: np.ndarray) -> np.ndarray:
+        pos = np.asarray(positions, dtype=np.int64)
         if pos.size and (pos.min() < -self.total or pos.max() >= self.total):
             raise IndexError(f"index out of range for {self.total} patches")
-        batch = self.read_patches(self.patch_indices[pos])
-        return _to_items(batch, self.augment, self.transform)
+        return self.patch_indices[pos]
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        ids = self._patch_ids(np.array([idx]))
+        item = self._patches.read_fresh(ids, seed=self.aug_seed, epoch=self.epoch)[0]
+        return self.transform(item) if self.transform is not None else item
+
+    def __getitems__(
+        self, indices: Sequence[int] | np.ndarray | SampleBatch
+    ) -> BatchRows | list[torch.Tensor]:
+        """A whole batch of dataset positions: the (C, H, W) rows of one recycled tensor."""
+        if isinstance(indices, SampleBatch):
+            ids = self._patch_ids(indices.indices)
+            seed, epoch = indices.seed, indices.epoch
+        else:
+            ids = self._patch_ids(np.asarray(indices))
+            seed, epoch = self.aug_seed, self.epoch
+        batch = self._patches.read_batch(ids, seed=seed, epoch=epoch)
+        if self.transform is not None:
+            return [self.transform(item) for item in batch.unbind(0)]
+        return BatchRows(batch)
 
     def _augment(self, patch: np.ndarray) -> np.ndarray:
         """The plan's augmentation of one (H, W) patch (a new array)."""
