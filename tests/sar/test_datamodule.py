@@ -1,3 +1,4 @@
+import inspect
 import json
 import os
 import subprocess
@@ -108,32 +109,43 @@ def test_different_seeds_give_different_random_splits():
 
 
 SCRIPT = """
-import hashlib, sys
+import sys
 sys.modules["lightning"] = None  # keep the subprocess light: the plain-object base
 from trainset.sar.datamodule import SARDataModule
-for policy in ("by_source", "random"):
-    dm = SARDataModule(sys.argv[1], val_fraction=0.3, batch_size=4, augment_train=False, split=policy)
-    h = hashlib.sha256()
-    for batch in dm.train_dataloader():
-        h.update(batch.numpy().tobytes())
-    print(policy, dm.train_indices.tolist(), dm.val_indices.tolist(), h.hexdigest())
+{body}
+print(fingerprint(SARDataModule, sys.argv[1]))
 """
 
 
-def test_same_seed_gives_same_split_and_order_in_two_processes(intensity_set):
-    env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PATH": os.environ.get("PATH", "")}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", SCRIPT, str(intensity_set)],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**env, "PYTHONHASHSEED": seed},
+def fingerprint(datamodule_cls, path):
+    """Split indices of both policies and a hash of every training batch, in order."""
+    import hashlib
+
+    lines = []
+    for policy in ("by_source", "random"):
+        dm = datamodule_cls(path, val_fraction=0.3, batch_size=4, augment_train=False, split=policy)
+        h = hashlib.sha256()
+        for batch in dm.train_dataloader():
+            h.update(batch.numpy().tobytes())
+        lines.append(
+            f"{policy} {dm.train_indices.tolist()} {dm.val_indices.tolist()} {h.hexdigest()}"
         )
-        for seed in ("1", "2")
-    ]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0]
-    assert outs[0] == outs[1] and len(outs[0].splitlines()) == 2
+    return "\n".join(lines)
+
+
+def test_same_seed_gives_same_split_and_order_in_two_processes(intensity_set):
+    body = inspect.getsource(fingerprint)
+    env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PATH": os.environ.get("PATH", "")}
+    other = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(body=body), str(intensity_set)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**env, "PYTHONHASHSEED": "12345"},
+    ).stdout
+    here = fingerprint(SARDataModule, str(intensity_set))
+    assert other.strip() == here and len(here.splitlines()) == 2
 
 
 def test_train_order_is_shuffled_and_val_order_is_not(intensity_set):

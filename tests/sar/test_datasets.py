@@ -81,6 +81,7 @@ def test_lazy_dataset_items_are_the_shard_records(tmp_path):
     ds = LazyPatchDataset(set_dir, augment=False, shuffle_seed=None)
     recs = records(set_dir)
     assert len(ds) == len(recs) == 2 * 3 * 4
+    assert [c for _, c in ds.file_index] == [7, 7, 7, 3] and ds.cumsum == [0, 7, 14, 21, 24]
     for i in (0, 6, 7, 23):
         np.testing.assert_array_equal(ds[i][0].numpy(), recs[i])
 

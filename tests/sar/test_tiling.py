@@ -1,5 +1,8 @@
 import json
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +12,12 @@ from sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 from trainset.errors import InputError
 from trainset.sar.geotiff import iter_strips, open_raster, strip_rows
 from trainset.sar.manifest import load_manifest
+from trainset.sar.preprocessing import preprocess_sar_complete
 from trainset.sar.tiling import (
     ClipAccumulator,
     ClipSpec,
     QualityFilter,
+    StripNormalizer,
     TilingConfig,
     build_patches,
 )
@@ -281,3 +286,52 @@ def test_rebuild_replaces_old_shards(amplitude_tif, tmp_path):
     build([amplitude_tif], out, units="amplitude", shard_size=10)
     build([amplitude_tif], out, units="amplitude")
     assert leftovers(out) == ["manifest.json", "shard_00000.npy"]
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.uint8])
+def test_lookup_table_normalizer_matches_preprocess_sar_complete(dtype):
+    rng = np.random.default_rng(7)
+    info = np.iinfo(dtype)
+    data = rng.integers(info.min, info.max, (2, 16, 24), endpoint=True).astype(dtype)
+    mask = rng.random((2, 16, 24)) > 0.2
+    norm, valid = StripNormalizer(np.dtype(dtype), "amplitude", (10.0, 60.0))(data, mask)
+    exp_norm, exp_valid = preprocess_sar_complete(data, 10.0, 60.0, "amplitude", mask=mask)
+    np.testing.assert_array_equal(norm, exp_norm)
+    np.testing.assert_array_equal(valid, exp_valid)
+
+
+@pytest.mark.parametrize("spec", [ClipSpec("percentile", (2.0, 97.0)), ClipSpec("sigma", (3.0,))])
+def test_weighted_accumulation_equals_repeated_values(spec):
+    values = np.array([-20.0, -12.5, -3.0, 4.0])
+    counts = np.array([5, 1, 7, 2])
+    weighted, plain = ClipAccumulator(spec), ClipAccumulator(spec)
+    weighted.add_weighted(values, counts)
+    plain.add(np.repeat(values, counts))
+    assert weighted.count == plain.count == 15
+    np.testing.assert_allclose(weighted.bounds(), plain.bounds(), atol=1e-9)
+
+
+def test_staging_left_by_a_killed_run_is_removed(amplitude_tif, tmp_path):
+    out = tmp_path / "out"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = out / f".staging-{socket.gethostname()}-{dead.stdout.strip()}-abcd"
+    stale.mkdir(parents=True)
+    (stale / ".shard_00000.npy.tmp-x").write_bytes(b"partial")
+    alive = out / f".staging-{socket.gethostname()}-{os.getpid()}-efgh"
+    alive.mkdir()
+    build([amplitude_tif], out, units="amplitude")
+    assert leftovers(out) == [alive.name, "manifest.json", "shard_00000.npy"]
+
+
+def test_normalizer_falls_back_for_another_dtype():
+    data = np.array([[[0.5, -1.0]]], np.float32)
+    norm, valid = StripNormalizer(np.dtype(np.uint16), "intensity", (-25.0, 5.0))(
+        data, np.ones(data.shape, bool)
+    )
+    np.testing.assert_allclose(norm, [[[(10 * np.log10(0.5) + 25) / 30, 0.0]]], atol=1e-6)
+    np.testing.assert_array_equal(valid, [[[True, False]]])

@@ -154,6 +154,10 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
             )
         self.manifest = open_patch_set(metadata_path, trust_pickle=trust_pickle)
         self.reader = ShardReader(self.manifest.shard_paths(), self.manifest.counts())
+        # The plan's attributes: [(path, patches)] per shard and their cumulative sum.
+        counts = self.manifest.patch_counts()
+        self.file_index = [(str(p), c) for p, c in zip(self.manifest.shard_paths(), counts)]
+        self.cumsum = [0, *np.cumsum(counts).tolist()]
         total = self.manifest.num_patches
         ids = np.arange(total, dtype=np.int64) if indices is None else np.asarray(indices)
         if ids.size and (ids.min() < 0 or ids.max() >= total):

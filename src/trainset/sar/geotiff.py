@@ -20,6 +20,9 @@ from trainset.errors import InputError
 
 # Upper bound on rows read at once when a file's blocks are taller (e.g. one strip per file).
 MAX_STRIP_ROWS = 1024
+# GDAL block cache while tiling, in MB. Every block is read once per pass, so caching gains
+# nothing and GDAL's default (5% of RAM) only grows the resident memory.
+GDAL_CACHE_MB = 64
 
 
 def _rasterio() -> Any:
@@ -30,6 +33,11 @@ def _rasterio() -> Any:
             "rasterio is required to read GeoTIFFs; install it with pip install 'trainset[sar]'"
         ) from exc
     return rasterio
+
+
+def raster_env() -> Any:
+    """A ``rasterio.Env`` with GDAL's block cache capped at :data:`GDAL_CACHE_MB`."""
+    return _rasterio().Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
 @dataclass(frozen=True)

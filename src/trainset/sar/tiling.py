@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -23,7 +24,14 @@ import numpy as np
 
 from trainset.errors import InputError
 from trainset.pipeline.progress import Progress
-from trainset.sar.geotiff import RasterInfo, check_bands, iter_strips, open_raster, raster_info
+from trainset.sar.geotiff import (
+    RasterInfo,
+    check_bands,
+    iter_strips,
+    open_raster,
+    raster_env,
+    raster_info,
+)
 from trainset.sar.manifest import DTYPES, FORMAT, MANIFEST_NAME, VERSION, write_manifest
 from trainset.sar.preprocessing import (
     CLIP_METHODS,
@@ -176,20 +184,30 @@ class ClipAccumulator:
     def add(self, db: np.ndarray) -> None:
         """Add valid pixel values in dB (any shape; non-finite values are ignored)."""
         values = np.asarray(db, dtype=np.float64).ravel()
-        values = values[np.isfinite(values)]
-        if values.size == 0:
+        self.add_weighted(values, None)
+
+    def add_weighted(self, db: np.ndarray, weights: np.ndarray | None) -> None:
+        """Add dB values (N,) each seen ``weights`` (N,) times (None: once each)."""
+        values = np.asarray(db, dtype=np.float64).ravel()
+        keep = np.isfinite(values)
+        values = values[keep]
+        w = None if weights is None else np.asarray(weights, dtype=np.float64).ravel()[keep]
+        n = values.size if w is None else int(w.sum())
+        if n == 0:
             return
-        self.count += int(values.size)
+        self.count += n
         if self._hist is not None:
             idx = np.floor((values - HIST_LO_DB) / HIST_BIN_DB).astype(np.int64)
             np.clip(idx, 0, self._nbins - 1, out=idx)
-            self._hist += np.bincount(idx, minlength=self._nbins)
+            counts = np.bincount(idx, weights=w, minlength=self._nbins)
+            self._hist += counts.astype(np.int64) if w is not None else counts
         elif self.spec.method == "sigma":
             if self._shift is None:
-                self._shift = float(values.mean())
+                self._shift = float(np.average(values, weights=w))
             centred = values - self._shift
-            self._sum += float(centred.sum())
-            self._sumsq += float(np.dot(centred, centred))
+            weighted = centred if w is None else centred * w
+            self._sum += float(weighted.sum())
+            self._sumsq += float(np.dot(weighted, centred))
 
     def bounds(self) -> tuple[float, float]:
         """(vmin, vmax) in dB."""
@@ -284,6 +302,54 @@ class ShardWriter:
         self._fh, self._stack = None, None
 
 
+def _integer_range(dtype: np.dtype[Any]) -> tuple[int, int] | None:
+    """(min, max) of integer dtypes of at most 16 bits (lookup-table path), else None."""
+    dt = np.dtype(dtype)
+    if dt.kind in "ui" and dt.itemsize <= 2:
+        info = np.iinfo(dt)
+        return int(info.min), int(info.max)
+    return None
+
+
+class StripNormalizer:
+    """``preprocess_sar_complete`` for raster strips; integer rasters of <= 16 bits go through a
+    lookup table (every possible value preprocessed once: one gather per pixel, same numbers)."""
+
+    def __init__(self, dtype: np.dtype[Any] | str, units: str, bounds: tuple[float, float]):
+        self.units = units
+        self.bounds = bounds
+        self.dtype = np.dtype(dtype)
+        span = _integer_range(self.dtype)
+        self.offset = span[0] if span is not None else 0
+        self.lut: np.ndarray | None = None
+        self.lut_valid: np.ndarray | None = None
+        if span is not None:
+            values = np.arange(span[0], span[1] + 1, dtype=np.int64)
+            self.lut, self.lut_valid = preprocess_sar_complete(values, *bounds, units)
+
+    def __call__(self, data: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(C, h, W) raw values and GDAL validity -> (normalized float32, valid bool)."""
+        if self.lut is None or self.lut_valid is None or data.dtype != self.dtype:
+            return preprocess_sar_complete(data, *self.bounds, self.units, mask=mask)
+        idx = data if self.offset == 0 else data.astype(np.int32) - self.offset
+        norm = self.lut[idx]
+        valid = self.lut_valid[idx] & mask
+        norm[~mask] = 0.0
+        return norm, valid
+
+
+def _accumulate_strip(acc: ClipAccumulator, data: np.ndarray, mask: np.ndarray, units: str) -> None:
+    """Feed one strip's valid pixels (in dB) to the accumulator; integer strips as counts."""
+    valid = valid_pixels(data, units, mask)
+    span = _integer_range(data.dtype)
+    if span is None:
+        acc.add(to_db(to_intensity(data[valid], units)))
+        return
+    counts = np.bincount((data[valid].astype(np.int64) - span[0]), minlength=1)
+    present = np.flatnonzero(counts)
+    acc.add_weighted(to_db(to_intensity(present + span[0], units)), counts[present])
+
+
 @dataclass
 class _PatchTable:
     source: list[int] = field(default_factory=list)
@@ -334,14 +400,13 @@ def _tile_source(
     buf_valid = np.empty((channels, 0, info.width), bool)
     buf0 = 0
     strips = iter_strips(src, bands, stride)
+    normalizer = StripNormalizer(info.dtype, config.units, bounds)
     kept = valid_pixels_seen = 0
     for i in range(n_rows):
         r = i * stride
         while buf0 + buf.shape[1] < r + size:
             _, data, mask = next(strips)
-            norm, valid = preprocess_sar_complete(
-                data, bounds[0], bounds[1], config.units, mask=mask
-            )
+            norm, valid = normalizer(data, mask)
             valid_pixels_seen += int(valid.sum())
             buf = np.concatenate([buf, norm], axis=1)
             buf_valid = np.concatenate([buf_valid, valid], axis=1)
@@ -379,8 +444,7 @@ def _clip_pass(
     for src, info, bands in rasters:
         before = acc.count
         for _, data, mask in iter_strips(src, bands, config.stride):
-            valid = valid_pixels(data, config.units, mask)
-            acc.add(to_db(to_intensity(data[valid], config.units)))
+            _accumulate_strip(acc, data, mask, config.units)
         if acc.count == before:
             raise InputError(
                 "raster holds no valid pixel (all nodata, masked, <= 0 or non-finite)",
@@ -413,6 +477,32 @@ def _open_all(
             found={str(i.path): len(b) for _, i, b in rasters},
         )
     return rasters
+
+
+def _staging_prefix() -> str:
+    return f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove staging directories in ``out_dir`` left by killed runs on this host.
+
+    A staging directory is named ``.staging-{host}-{pid}-XXXX``; it is stale when ``host`` is
+    this machine and process ``pid`` no longer exists. Returns the removed directories.
+    """
+    host = socket.gethostname()
+    removed = []
+    for path in out_dir.glob(f"{STAGING_PREFIX}{host}-*"):
+        pid_text = path.name[len(f"{STAGING_PREFIX}{host}-") :].split("-", 1)[0]
+        if not (path.is_dir() and pid_text.isdigit()):
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        except PermissionError:
+            continue
+    return removed
 
 
 def _publish(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> None:
@@ -457,11 +547,12 @@ def build_patches(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError("output exists and is not a directory", file=out)
-    with ExitStack() as files:
+    with raster_env(), ExitStack() as files:
         rasters = _open_all(sources, cfg, files)
         bounds = _clip_pass(rasters, cfg)
         out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+        remove_stale_staging(out)
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=out))
         channels = len(rasters[0][2]) if cfg.band_mode == "stack" else 1
         writer = ShardWriter(staging, cfg.shard_size, channels, cfg.patch_size, cfg.dtype)
         table = _PatchTable()
