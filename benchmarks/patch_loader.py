@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cold", action="store_true", help="also measure from a dropped cache")
     ap.add_argument("--cold-patches", type=int, default=2000)
     ap.add_argument("--cold-threads", type=int, default=16)
+    ap.add_argument("--cold-readahead", type=int, default=4, help="batches announced ahead")
     args = ap.parse_args(argv)
 
     own_dir = args.dir is None
@@ -413,7 +414,7 @@ def cold(args: argparse.Namespace, reader: ShardReader) -> None:
         ("preadv, 1 in flight", lambda: cold_loader(reader, picks, args.batch, 1, 0)),
         (
             f"preadv, {args.cold_threads} in flight + fadvise",
-            lambda: cold_loader(reader, picks, args.batch, args.cold_threads, 2),
+            lambda: cold_loader(reader, picks, args.batch, args.cold_threads, args.cold_readahead),
         ),
     ):
         how = drop_cache(reader)

@@ -5,6 +5,7 @@ import pytest
 import torch
 from shard_files import write_shards
 
+from trainset.errors import InputError
 from trainset.loading import EpochSampler, d4_codes, d4_view
 from trainset.sar.datamodule import SARDataModule
 from trainset.sar.datasets import LazyPatchDataset
@@ -118,3 +119,65 @@ def test_recycle_off_gives_independent_batches(tmp_path):
     ids = dm.train_indices
     order = EpochSampler(len(ids), 2, seed=42, drop_last=True).order(0)
     np.testing.assert_array_equal(torch.cat(batches).numpy(), records(root)[ids[order]])
+
+
+def test_augment_on_device_yields_codes_that_the_transfer_hook_applies(tmp_path):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    fused = SARDataModule(root, val_fraction=0.3, batch_size=4, seed=3)
+    deferred = SARDataModule(root, val_fraction=0.3, batch_size=4, seed=3, augment_on_device=True)
+    for a, raw in zip(fused.train_dataloader(), deferred.train_dataloader()):
+        batch, codes = raw
+        assert codes.dtype == torch.uint8 and codes.shape == (4,)
+        assert torch.equal(deferred.on_after_batch_transfer((batch, codes), 0), a)
+
+
+def test_transfer_hook_leaves_plain_batches_alone(tmp_path):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=4)
+    batch = torch.zeros(2, 1, 8, 8)
+    assert dm.on_after_batch_transfer(batch, 0) is batch
+
+
+def test_recycle_off_keeps_deferred_codes(tmp_path):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=4, recycle=False, augment_on_device=True)
+    batch, codes = next(iter(dm.train_dataloader()))
+    assert batch.shape == (4, 1, 8, 8) and codes.shape == (4,)
+
+
+def test_deferred_augmentation_with_a_transform_is_refused(tmp_path):
+    root = make_patch_set(tmp_path, [4])
+    with pytest.raises(InputError, match="a transform needs the augmentation done first"):
+        LazyPatchDataset(root, transform=lambda x: x, defer_augment=True)
+
+
+def test_lightning_fit_applies_device_augmentation_in_the_hook(tmp_path):
+    lightning = pytest.importorskip("lightning")
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    shapes = []
+
+    class Tiny(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            shapes.append(tuple(batch.shape))
+            return (batch * self.w).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=4, augment_on_device=True)
+    trainer = lightning.Trainer(
+        max_steps=2,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(Tiny(), datamodule=dm)
+    assert shapes == [(4, 1, 8, 8), (4, 1, 8, 8)]

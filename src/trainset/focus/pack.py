@@ -374,8 +374,7 @@ def open_packed(scene_dir: Path) -> PackedScene | None:
             continue
         path = scene_dir / PACK_DIR / str(entry["file"])
         try:
-            # Copy-on-write map: writable for torch, and the file is never written.
-            arr = np.load(path, mmap_mode="c", allow_pickle=False)
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(
                 f"scene {scene_dir.name}: packed {name} unreadable: {exc}", file=path

@@ -25,21 +25,36 @@ from trainset.loading.shards import ShardReader
 
 
 class BatchRows(list[torch.Tensor]):
-    """The (1, H, W) rows of one batch tensor, which stays reachable as :attr:`batch`.
+    """The (C, H, W) rows of one batch tensor, which stays reachable as :attr:`batch`.
 
     A list, so torch's default collate still works (it stacks the rows into a fresh tensor);
-    :func:`keep_batch` returns :attr:`batch` itself instead.
+    :func:`keep_batch` returns :attr:`batch` itself instead. ``codes`` (B,) uint8 are D4 codes
+    left for the device to apply (:func:`trainset.loading.apply_d4`), or None.
     """
 
-    def __init__(self, batch: torch.Tensor) -> None:
+    def __init__(self, batch: torch.Tensor, codes: torch.Tensor | None = None) -> None:
         super().__init__(batch.unbind(0))
         self.batch = batch
+        self.codes = codes
 
 
-def keep_batch(rows: BatchRows | list[torch.Tensor]) -> torch.Tensor:
-    """``collate_fn`` for :class:`ShardDataset`: the recycled batch tensor, without a copy."""
+def keep_batch(
+    rows: BatchRows | list[torch.Tensor],
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``collate_fn`` for :class:`ShardDataset`: the recycled batch tensor, without a copy
+    (``(batch, codes)`` when the dataset leaves D4 to the device)."""
     if isinstance(rows, BatchRows):
-        return rows.batch
+        return rows.batch if rows.codes is None else (rows.batch, rows.codes)
+    return torch.stack(list(rows))
+
+
+def copy_batch(
+    rows: BatchRows | list[torch.Tensor],
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``collate_fn`` like :func:`keep_batch`, but the batch is a fresh copy (safe to keep)."""
+    if isinstance(rows, BatchRows):
+        batch = rows.batch.clone()
+        return batch if rows.codes is None else (batch, rows.codes.clone())
     return torch.stack(list(rows))
 
 
@@ -54,6 +69,8 @@ class ShardDataset(Dataset[torch.Tensor]):
     recycled: a batch from ``__getitems__`` stays intact while the next ``ring - 1`` batches of
     the same process are read (a DataLoader keeps ``prefetch_factor`` batches per worker in
     flight, so keep ``ring >= prefetch_factor + 2``). ``__getitem__`` returns a fresh tensor.
+    ``defer`` leaves D4 to the device: batches come unaugmented with their codes
+    (:class:`BatchRows` ``.codes``; ``keep_batch`` yields ``(batch, codes)``).
     """
 
     def __init__(
@@ -65,6 +82,7 @@ class ShardDataset(Dataset[torch.Tensor]):
         ring: int = 6,
         channels: int = 1,
         dtype: np.dtype[Any] | type | None = None,
+        defer: bool = False,
     ) -> None:
         h, w = reader.record_shape
         if augment and h != w:
@@ -86,6 +104,7 @@ class ShardDataset(Dataset[torch.Tensor]):
         self.ring = int(ring)
         self.channels = int(channels)
         self.dtype = np.dtype(dtype) if dtype is not None else reader.dtype
+        self.defer = bool(defer)
         self._buffers: BatchBuffers | None = None
         self._pid = -1
         self._turn = 0
@@ -141,11 +160,16 @@ class ShardDataset(Dataset[torch.Tensor]):
             bad = int(items[(items < 0) | (items >= n)][0])
             raise IndexError(f"item {bad} out of range [0, {n})")
 
-    def read_batch(self, items: np.ndarray, *, seed: int, epoch: int) -> torch.Tensor:
-        """Items (B,) -> (B, C, H, W) in this process's next recycled buffer."""
+    def read_batch(
+        self, items: np.ndarray, *, seed: int, epoch: int, augment: bool = True
+    ) -> torch.Tensor:
+        """Items (B,) -> (B, C, H, W) in this process's next recycled buffer (D4 applied when
+        the dataset augments, unless ``augment`` is false)."""
         idx = np.asarray(items, dtype=np.int64)
         self._check(idx)
         records, codes = self._plan(idx, seed, epoch)
+        if not augment:
+            codes = None
         slot = self._slot(len(idx))
         assert self._buffers is not None
         out = self._buffers.arrays[slot]
@@ -171,10 +195,13 @@ class ShardDataset(Dataset[torch.Tensor]):
     def __getitems__(self, request: SampleBatch | Sequence[int] | np.ndarray) -> BatchRows:
         """Read a whole batch into a recycled (B, C, H, W) buffer (see the class notes)."""
         if isinstance(request, SampleBatch):
-            return BatchRows(
-                self.read_batch(request.indices, seed=request.seed, epoch=request.epoch)
-            )
-        return BatchRows(self.read_batch(np.asarray(request), seed=self.seed, epoch=self.epoch))
+            items, seed, epoch = np.asarray(request.indices), request.seed, request.epoch
+        else:
+            items, seed, epoch = np.asarray(request), self.seed, self.epoch
+        if self.augment and self.defer:
+            batch = self.read_batch(items, seed=seed, epoch=epoch, augment=False)
+            return BatchRows(batch, torch.from_numpy(d4_codes(seed, epoch, items)))
+        return BatchRows(self.read_batch(items, seed=seed, epoch=epoch))
 
 
 def shard_dataloader(

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from trainset.errors import InputError
-from trainset.loading import EpochSampler, keep_batch
+from trainset.loading import EpochSampler, apply_d4, copy_batch, keep_batch
 from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, open_patch_set
 from trainset.sar.legacy import is_pickled_npy
 from trainset.sar.manifest import Manifest
@@ -94,6 +94,9 @@ class SARDataModule(_DataModuleBase):
     batch in a recycled buffer without a collate copy (``recycle=True``): a batch stays intact
     while the next few are produced, so copy one you keep (``list(loader)`` needs
     ``recycle=False``, which gives fresh tensors at the cost of a copy per batch).
+    ``augment_on_device=True`` leaves the flips/rotations to the device: train batches come as
+    ``(batch, codes)`` and :meth:`on_after_batch_transfer` (called by Lightning after the batch
+    reached the GPU) applies them with one gather and hands the model the batch tensor.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class SARDataModule(_DataModuleBase):
         split: str = "by_source",
         trust_pickle: bool = False,
         recycle: bool = True,
+        augment_on_device: bool = False,
     ) -> None:
         super().__init__()
         if split not in SPLIT_POLICIES:
@@ -127,6 +131,7 @@ class SARDataModule(_DataModuleBase):
         self.split = split
         self.trust_pickle = trust_pickle
         self.recycle = recycle
+        self.augment_on_device = augment_on_device
         self._train_sampler: EpochSampler | None = None
         self._val_sampler: EpochSampler | None = None
         self._manifest: Manifest | None = None
@@ -165,6 +170,7 @@ class SARDataModule(_DataModuleBase):
                 indices=self.train_indices,
                 trust_pickle=tp,
                 aug_seed=self.seed,
+                defer_augment=self.augment_on_device,
             )
             self._val = LazyPatchDataset(
                 path, False, None, indices=self.val_indices, trust_pickle=tp
@@ -243,7 +249,9 @@ class SARDataModule(_DataModuleBase):
         return DataLoader(
             ds,
             batch_sampler=cast("Iterable[list[Any]]", sampler),
-            collate_fn=cast("Callable[[list[Any]], Any]", keep_batch) if self.recycle else None,
+            collate_fn=cast(
+                "Callable[[list[Any]], Any]", keep_batch if self.recycle else copy_batch
+            ),
             num_workers=workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=workers > 0,
@@ -285,6 +293,19 @@ class SARDataModule(_DataModuleBase):
             drop_last=False,
             persistent_workers=self.num_workers > 0,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Apply D4 codes left to the device (``augment_on_device``): ``(batch, codes)`` ->
+        the augmented batch, where the batch now lives. Other batches pass unchanged."""
+        if (
+            isinstance(batch, (tuple, list))
+            and len(batch) == 2
+            and isinstance(batch[1], torch.Tensor)
+            and batch[1].dtype == torch.uint8
+            and batch[1].dim() == 1
+        ):
+            return apply_d4(batch[0], batch[1])
+        return batch
 
     def get_sample_batch(self, split: str = "train") -> torch.Tensor:
         """The first ``batch_size`` items of ``split`` ('train' or 'val') as (B, C, H, W)."""

@@ -125,7 +125,8 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
     order), as in the plan. ``indices`` restricts the dataset to those global patch indices
     (used for train/val splits); ``max_samples`` keeps the first items. ``aug_seed`` and the
     epoch (:meth:`set_epoch`, or the epoch a :class:`trainset.loading.SampleBatch` carries)
-    decide the augmentation. ``__getitems__`` returns the rows of a recycled batch buffer that
+    decide the augmentation; ``defer_augment`` leaves it to the device (batches from
+    ``__getitems__`` carry their codes, and ``keep_batch`` yields ``(batch, codes)``). ``__getitems__`` returns the rows of a recycled batch buffer that
     stays intact while the next ``ring - 1`` batches of the process are read; ``__getitem__``
     returns a fresh tensor.
     """
@@ -142,7 +143,15 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
         trust_pickle: bool = False,
         aug_seed: int = 0,
         ring: int = 6,
+        defer_augment: bool = False,
     ) -> None:
+        if defer_augment and transform is not None:
+            raise InputError(
+                "a transform needs the augmentation done first; drop defer_augment or transform",
+                key="defer_augment",
+                expected="transform=None",
+                found=transform,
+            )
         self.manifest = open_patch_set(metadata_path, trust_pickle=trust_pickle)
         self.reader = ShardReader(self.manifest.shard_paths(), self.manifest.counts())
         # The plan's attributes: [(path, patches)] per shard and their cumulative sum.
@@ -173,6 +182,7 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
             ring=ring,
             channels=self.channels,
             dtype=np.float32,
+            defer=defer_augment,
         )
 
     def __len__(self) -> int:
@@ -231,10 +241,10 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
         else:
             ids = self._patch_ids(np.asarray(indices))
             seed, epoch = self.aug_seed, self.epoch
-        batch = self._patches.read_batch(ids, seed=seed, epoch=epoch)
         if self.transform is not None:
+            batch = self._patches.read_batch(ids, seed=seed, epoch=epoch)
             return [self.transform(item) for item in batch.unbind(0)]
-        return BatchRows(batch)
+        return self._patches.__getitems__(SampleBatch(ids, epoch, 0, seed))
 
     def _augment(self, patch: np.ndarray) -> np.ndarray:
         """The plan's augmentation of one (H, W) patch (a new array)."""
