@@ -74,8 +74,8 @@ def main() -> None:
         coc = np.repeat(radius[:, None] * 2.0, size, axis=1)
         padded, radii = core_stack(renderer, image, coc)
         t_render, t_core = _timed_pair(
-            lambda: renderer.render(image, coc),
-            lambda: blur_layers(padded, radii),
+            lambda image=image, coc=coc: renderer.render(image, coc),
+            lambda padded=padded, radii=radii: blur_layers(padded, radii),
             args.repeats,
             renderer.device,
         )
