@@ -11,10 +11,11 @@ from scene_builder import build_dataset, scene_frame, write_depth
 from scipy.stats import beta as beta_dist
 
 from trainset.errors import InputError
-from trainset.focus.labels import collect_focus_warnings, labels_params, run_labels
+from trainset.focus.labels import labels_params, run_labels
 from trainset.focus.optics import signed_coc_px
 from trainset.focus.render import LayeredRenderer
 from trainset.focus.renders import renders_params, run_renders
+from trainset.pipeline.dataset_files import rebuild_scene_logs
 from trainset.store import read_json
 
 MAX_COC = 5e-4
@@ -74,13 +75,20 @@ def test_labels_metadata_holds_the_sets_max_coc_and_coc_model(dataset):
 
 def test_labels_logs_frames_whose_focus_mean_is_outside_0_2_to_0_8(dataset):
     counts = run_labels(dataset, "scene_a", labels_params(1e-6, n_sets=1))
-    warnings = collect_focus_warnings(dataset)
+    rebuild_scene_logs(dataset)
+    lines = (dataset / "logs" / "focus_map_warnings.txt").read_text().splitlines()
     assert counts["warnings"] == 2
-    assert [(w["scene_id"], w["set"], w["frame"]) for w in warnings] == [
-        ("scene_a", 0, 0),
-        ("scene_a", 0, 1),
+    assert [line.split(":")[0] for line in lines] == [
+        "scene_a set_00 frame 0000",
+        "scene_a set_00 frame 0001",
     ]
-    assert all(w["mean"] < 0.2 for w in warnings)
+    means = [float(line.split("=")[1]) for line in lines]
+    assert all(m < 0.2 for m in means)
+    run_labels(dataset, "scene_a", labels_params(0.05, n_sets=1))
+    rebuild_scene_logs(dataset)
+    lines = (dataset / "logs" / "focus_map_warnings.txt").read_text().splitlines()
+    assert len(lines) == 2
+    assert all(float(line.split("=")[1]) > 0.8 for line in lines)
 
 
 def test_labels_refuse_a_max_coc_outside_the_physical_range(dataset):

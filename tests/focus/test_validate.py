@@ -41,7 +41,7 @@ def run_stage(root, stage, scenes):
 def complete(tmp_path):
     scenes = {"scene_a": 2, "scene_b": 2, "scene_c": 2}
     build_dataset(tmp_path, scenes, shape=SHAPE)
-    atomic_write_yaml(tmp_path / "config.yaml", {"max_coc": MAX_COC, "n_sets": SETS})
+    atomic_write_yaml(tmp_path / "config.yaml", {"labels": labels_params(MAX_COC, n_sets=SETS)})
     for stage in ("labels", "renders"):
         run_stage(tmp_path, stage, sorted(scenes))
     return tmp_path
@@ -139,7 +139,7 @@ def test_metadata_without_the_expected_sets_fails_the_labels_stage(complete):
 
 
 def test_metadata_with_another_max_coc_than_config_fails(complete):
-    atomic_write_yaml(complete / "config.yaml", {"max_coc": 6e-4, "n_sets": SETS})
+    atomic_write_yaml(complete / "config.yaml", {"labels": labels_params(6e-4, n_sets=SETS)})
     report = validate_dataset(complete)
     assert report["failed_scenes"] == ["scene_a", "scene_b", "scene_c"]
     assert "config.yaml says 0.0006" in report["failure_reasons"]["scene_a"]
