@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from scene_builder import build_dataset
 from scipy.stats import beta as beta_dist
 
 from trainset.errors import InputError
@@ -85,8 +84,8 @@ def test_sample_fraction_outside_zero_to_one_is_refused():
         select_calibration_scenes(["a"], 1.5)
 
 
-def test_calibrate_reports_percentiles_of_the_render_parameter_sets(tmp_path):
-    build_dataset(tmp_path, {"scene_a": 2, "scene_b": 3})
+def test_calibrate_reports_percentiles_of_the_render_parameter_sets(tmp_path, scene_inputs):
+    scene_inputs.build_dataset(tmp_path, {"scene_a": 2, "scene_b": 3})
     stats = calibrate(tmp_path, sample_fraction=1.0, show_progress=False)
     values = []
     for scene_id, n in (("scene_a", 2), ("scene_b", 3)):
@@ -115,24 +114,24 @@ def test_calibrate_reports_percentiles_of_the_render_parameter_sets(tmp_path):
     assert (tmp_path / "logs" / "coc_histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_calibrate_thin_lens_gives_larger_coc_than_the_plan_model(tmp_path):
-    build_dataset(tmp_path, {"scene_a": 1})
+def test_calibrate_thin_lens_gives_larger_coc_than_the_plan_model(tmp_path, scene_inputs):
+    scene_inputs.build_dataset(tmp_path, {"scene_a": 1})
     plan = calibrate(tmp_path, sample_fraction=1.0, show_progress=False)
     thin = calibrate(tmp_path, sample_fraction=1.0, coc_model="thin_lens", show_progress=False)
     assert thin["coc_model"] == "thin_lens"
     assert thin["p95"] > plan["p95"]
 
 
-def test_calibrate_skips_sampled_scenes_without_depth_and_lists_them(tmp_path):
-    build_dataset(tmp_path, {"scene_a": 1, "scene_b": 1})
+def test_calibrate_skips_sampled_scenes_without_depth_and_lists_them(tmp_path, scene_inputs):
+    scene_inputs.build_dataset(tmp_path, {"scene_a": 1, "scene_b": 1})
     (tmp_path / "scene_b" / "depth_maps" / "stats.json").unlink()
     stats = calibrate(tmp_path, sample_fraction=1.0, show_progress=False)
     assert stats["scenes_skipped"] == ["scene_b"]
     assert stats["counts"]["scenes_used"] == 1
 
 
-def test_calibrate_without_any_depth_is_an_input_error(tmp_path):
-    build_dataset(tmp_path, {"scene_a": 1})
+def test_calibrate_without_any_depth_is_an_input_error(tmp_path, scene_inputs):
+    scene_inputs.build_dataset(tmp_path, {"scene_a": 1})
     (tmp_path / "scene_a" / "depth_maps" / "stats.json").unlink()
     with pytest.raises(InputError, match="no sampled scene has depth maps"):
         calibrate(tmp_path, sample_fraction=1.0, show_progress=False)

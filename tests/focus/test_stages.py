@@ -7,7 +7,6 @@ import hashlib
 import numpy as np
 import pytest
 from PIL import Image
-from scene_builder import build_dataset, scene_frame, write_depth
 from scipy.stats import beta as beta_dist
 
 from trainset.errors import InputError
@@ -41,8 +40,8 @@ def plan_focus_map(depth_map, f, N, S_focus, max_coc):
 
 
 @pytest.fixture
-def dataset(tmp_path):
-    build_dataset(tmp_path, {"scene_a": 2})
+def dataset(tmp_path, scene_inputs):
+    scene_inputs.build_dataset(tmp_path, {"scene_a": 2})
     return tmp_path
 
 
@@ -104,13 +103,13 @@ def test_labels_without_depth_statistics_name_the_missing_file(dataset):
         run_labels(dataset, "scene_a", labels_params(MAX_COC))
 
 
-def test_labels_with_a_gap_in_the_depth_maps_are_refused(dataset):
-    write_depth(dataset, "scene_a", 3, (24, 32))
+def test_labels_with_a_gap_in_the_depth_maps_are_refused(dataset, scene_inputs):
+    scene_inputs.write_depth(dataset, "scene_a", 3, (24, 32))
     with pytest.raises(InputError, match="not numbered contiguously"):
         run_labels(dataset, "scene_a", labels_params(MAX_COC))
 
 
-def test_renders_write_the_renderers_output_for_each_set_and_frame(dataset):
+def test_renders_write_the_renderers_output_for_each_set_and_frame(dataset, scene_inputs):
     params = renders_params(MAX_COC, n_sets=2, sensor_width_m=0.024)
     counts = run_renders(dataset, "scene_a", params)
     assert counts == {"frames": 2, "sets": 2, "renders": 4}
@@ -120,7 +119,7 @@ def test_renders_write_the_renderers_output_for_each_set_and_frame(dataset):
         for t in range(2):
             depth = np.load(dataset / "scene_a" / "depth_maps" / f"depth_{t:04d}.npz")["depth"]
             coc = signed_coc_px(depth.astype(np.float32), **lens, width_px=32, sensor_width_m=0.024)
-            expected = renderer.render(scene_frame("scene_a", t, (24, 32)), coc)
+            expected = renderer.render(scene_inputs.scene_frame("scene_a", t, (24, 32)), coc)
             path = dataset / "scene_a" / "bokeh_renders" / f"set_{s:02d}" / f"bokeh_{t:04d}.png"
             assert np.array_equal(np.asarray(Image.open(path)), expected)
 
@@ -143,8 +142,8 @@ def test_fewer_sets_remove_the_folders_of_the_dropped_sets(dataset):
     assert sorted(p.name for p in (dataset / "scene_a" / "focus_maps").iterdir()) == ["set_00"]
 
 
-def test_renders_refuse_depth_of_another_size_than_the_frame(dataset):
-    write_depth(dataset, "scene_a", 1, (24, 30))
+def test_renders_refuse_depth_of_another_size_than_the_frame(dataset, scene_inputs):
+    scene_inputs.write_depth(dataset, "scene_a", 1, (24, 30))
     with pytest.raises(
         InputError, match=r"depth_0001.npz: key 'depth': depth map and sharp frame differ"
     ):

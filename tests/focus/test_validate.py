@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scene_builder import build_dataset, corrupt_file, write_depth
 
 from trainset.errors import InputError
 from trainset.focus.labels import labels_params, run_labels
@@ -18,12 +17,12 @@ SETS = 2
 SHAPE = (16, 20)
 
 
-def run_stage(root, stage, scenes):
+def run_stage(inputs, root, stage, scenes):
     """What the runner does for a scene stage: run it, then write its sentinel."""
     for scene_id in scenes:
         if stage == "depth":
             for t in range(2):
-                write_depth(root, scene_id, t, SHAPE)
+                inputs.write_depth(root, scene_id, t, SHAPE)
             write_sentinel(root / scene_id / "depth_maps", "depth", 1, {"backend": "test"})
         elif stage == "labels":
             params = labels_params(MAX_COC, n_sets=SETS)
@@ -38,12 +37,12 @@ def run_stage(root, stage, scenes):
 
 
 @pytest.fixture
-def complete(tmp_path):
+def complete(tmp_path, scene_inputs):
     scenes = {"scene_a": 2, "scene_b": 2, "scene_c": 2}
-    build_dataset(tmp_path, scenes, shape=SHAPE)
+    scene_inputs.build_dataset(tmp_path, scenes, shape=SHAPE)
     atomic_write_yaml(tmp_path / "config.yaml", {"labels": labels_params(MAX_COC, n_sets=SETS)})
     for stage in ("labels", "renders"):
-        run_stage(tmp_path, stage, sorted(scenes))
+        run_stage(scene_inputs, tmp_path, stage, sorted(scenes))
     return tmp_path
 
 
@@ -59,9 +58,11 @@ def test_a_complete_dataset_passes_with_the_plans_report_fields(complete):
     assert report["rerun_stages"] == {}
 
 
-def test_broken_files_are_named_with_reason_and_stage_and_requeue_repairs_them(complete):
+def test_broken_files_are_named_with_reason_and_stage_and_requeue_repairs_them(
+    complete, scene_inputs
+):
     (complete / "scene_a" / "focus_maps" / "set_01" / "focus_0001.npz").unlink()
-    corrupt_file(complete / "scene_b" / "depth_maps" / "depth_0000.npz")
+    scene_inputs.corrupt_file(complete / "scene_b" / "depth_maps" / "depth_0000.npz")
     (complete / "scene_c" / "split.txt").unlink()
     report = validate_dataset(complete)
     assert report["failed_scenes"] == ["scene_a", "scene_b", "scene_c"]
@@ -85,7 +86,7 @@ def test_broken_files_are_named_with_reason_and_stage_and_requeue_repairs_them(c
 
     def rerun(stage, scenes):
         calls.append((stage, scenes))
-        run_stage(complete, stage, scenes)
+        run_stage(scene_inputs, complete, stage, scenes)
 
     done = requeue(complete, report, rerun)
     assert calls == [
