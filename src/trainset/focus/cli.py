@@ -252,3 +252,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
     p.set_defaults(func=_status)
+
+    from trainset.focus.cli_phases import register_commands
+
+    register_commands(focus)
