@@ -164,6 +164,22 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if any_failed else EXIT_OK
 
 
+def _pack(args: argparse.Namespace) -> int:
+    from trainset.focus.pack import pack_dataset, scene_ids
+    from trainset.pipeline.progress import Progress
+
+    scenes = args.scene or None
+    with Progress(len(scenes) if scenes else len(scene_ids(args.out_root)), "pack") as bar:
+        counts = pack_dataset(
+            args.out_root, scenes=scenes, force=args.force, progress=lambda s: bar.update(note=s)
+        )
+    print(
+        f"packed {counts['packed']} scene(s), {counts['current']} already current: "
+        f"{args.out_root}/<scene>/packed/"
+    )
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `trainset focus` and its sub-commands."""
     from trainset.focus.index import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
@@ -256,3 +272,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     from trainset.focus.cli_phases import register_commands
 
     register_commands(focus)
+
+    p = focus.add_parser(
+        "pack",
+        help="per-scene packed, memory-mappable copy of the outputs for fast clip loading",
+        description="Write {scene}/packed/: uint8 frames and renders, float16 depth and focus "
+        "maps as page-aligned .npy, bit-identical to the plan's files (which stay). "
+        "FocusClipDataset reads packs when present; validate checks them.",
+        epilog="Exit codes: 0 packs written or current, 2 bad usage or input.",
+    )
+    p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    p.add_argument("--scene", action="append", help="pack only this scene (repeat)")
+    p.add_argument("--force", action="store_true", help="re-pack scenes whose pack is current")
+    p.set_defaults(func=_pack)

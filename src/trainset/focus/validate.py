@@ -32,12 +32,13 @@ from PIL import Image
 from trainset.errors import InputError
 from trainset.focus.layout import SPLITS, metadata_path, read_scene_index
 from trainset.focus.optics import DEFAULT_N_SETS
+from trainset.focus.pack import check_packed_scene, pack_dataset
 from trainset.pipeline.dataset_files import read_config
 from trainset.store import atomic_write_json, atomic_write_text, read_json, read_npz_array
 from trainset.store.sentinels import read_sentinel, sentinel_path
 
 # Pipeline order of the per-scene work ('index' is the dataset step that writes split.txt).
-STAGE_ORDER = ("index", "deblur", "depth", "labels", "renders")
+STAGE_ORDER = ("index", "deblur", "depth", "labels", "renders", "pack")
 # Stages whose output is computed from a stage's output (they must re-run after it).
 DOWNSTREAM: dict[str, tuple[str, ...]] = {
     "index": (),
@@ -45,6 +46,7 @@ DOWNSTREAM: dict[str, tuple[str, ...]] = {
     "depth": ("labels", "renders"),
     "labels": (),
     "renders": (),
+    "pack": (),
 }
 STAGE_DIRS = {
     "deblur": "frames_sharp",
@@ -246,6 +248,8 @@ def check_scene(
                     "renders",
                 )
     _check_metadata(scene, out_root, scene_id, n_sets, max_coc)
+    for check, reason in check_packed_scene(out_root, scene_id):
+        scene.fail(check, reason, "pack")
     for stage, folder_name in STAGE_DIRS.items():
         if read_sentinel(root / folder_name) is None:
             scene.fail("sentinel", f"{folder_name}/.done missing or unreadable", stage)
@@ -350,6 +354,8 @@ def requeue(
                         found=split,
                     )
                 atomic_write_text(out_root / scene_id / "split.txt", split)
+        elif stage == "pack":
+            pack_dataset(out_root, scenes=scenes, force=True)
         else:
             for scene_id in scenes:
                 sentinel_path(out_root / scene_id / STAGE_DIRS[stage]).unlink(missing_ok=True)
