@@ -17,8 +17,6 @@ MARKER="# written by trainset scripts/slurm/start.sh"
 say() { echo "slurm/start: $*"; }
 die() { echo "slurm/start: error: $*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "must run as root (it starts slurmctld, slurmd and munged)"
-
 # A recorded pid counts as ours only while it is alive and still runs the program we started.
 alive() {  # alive NAME -> 0 when $STATE/NAME.pid names a live process called NAME
     local name=$1 pid
@@ -35,6 +33,8 @@ if command -v scontrol >/dev/null 2>&1 && scontrol ping >/dev/null 2>&1; then
     say "a SLURM controller not started by this script already answers; nothing to do"
     exit 0
 fi
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (it starts slurmctld, slurmd and munged)"
 
 missing=()
 for prog in slurmctld slurmd sbatch munged; do
