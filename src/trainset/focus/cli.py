@@ -1,14 +1,226 @@
-"""`trainset focus ...` sub-commands."""
+"""`trainset focus ...` sub-commands: index, deblur, depth, status.
+
+Scene stages share ``--out-root``, ``--scene ID`` | ``--task-index I``, ``--workers N`` and
+``--force`` (:func:`add_scene_options`) and run through :func:`run_scene_stage`, which records
+the stage's parameters in ``{out_root}/config.yaml`` and maps the outcome to an exit code.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-from trainset.cli import add_group
+from trainset.cli import EXIT_FAILURES, EXIT_OK, add_group, flag
+from trainset.errors import InputError
+
+
+def add_scene_options(parser: argparse.ArgumentParser) -> None:
+    """Options every scene stage takes: output root, scene selection, workers, force."""
+    parser.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--scene", help="run one scene by id")
+    which.add_argument(
+        *flag("--task-index"),
+        dest="task_index",
+        type=int,
+        help="run the scene at this position of the sorted scene index (SLURM array task id)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="scenes processed in parallel (processes)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="redo scenes whose output is already current"
+    )
+
+
+def parse_options(items: list[str] | None) -> dict[str, str]:
+    """``KEY=VALUE`` strings of ``--backend-option`` as a dict."""
+    options: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError("backend option must be KEY=VALUE", key="--backend-option", found=item)
+        options[key.replace("-", "_")] = value
+    return options
+
+
+def run_scene_stage(args: argparse.Namespace, stage_name: str, params: Mapping[str, Any]) -> int:
+    """Run registered stage ``stage_name`` over the selected scenes; print a summary; exit code."""
+    from trainset.focus import stages  # noqa: F401  (registers the focus stages)
+    from trainset.pipeline.dataset_files import record_config
+    from trainset.pipeline.runner import run_stage, select_scenes
+    from trainset.pipeline.stage import get_stage
+
+    stage = get_stage(stage_name)
+    scenes = select_scenes(args.out_root, scene=args.scene, task_index=args.task_index)
+    record_config(args.out_root, stage.name, params)
+    summary = run_stage(
+        stage, args.out_root, scenes, params, workers=args.workers, force=args.force
+    )
+    print(summary.report())
+    return summary.exit_code
+
+
+def _index(args: argparse.Namespace) -> int:
+    from trainset.focus.index import build_index
+
+    result = build_index(args.raw_root, args.out_root, min_frames=args.min_frames, seed=args.seed)
+    print(result.report())
+    return EXIT_OK
+
+
+def _deblur(args: argparse.Namespace) -> int:
+    from trainset.focus.deblur import make_deblur_backend
+
+    options = parse_options(args.backend_option)
+    backend = make_deblur_backend(args.backend, **options)
+    if not 0 < args.sharpness_ratio < 1:
+        raise InputError(
+            "sharpness ratio must be in (0, 1)",
+            key="--sharpness-ratio",
+            expected="0 < r < 1",
+            found=args.sharpness_ratio,
+        )
+    params = {
+        "backend": args.backend,
+        "options": options,
+        "backend_params": backend.params(),
+        "sharpness_ratio": args.sharpness_ratio,
+    }
+    return run_scene_stage(args, "deblur", params)
+
+
+def _depth(args: argparse.Namespace) -> int:
+    from trainset.focus.depth import depth_backend_for
+
+    options: dict[str, Any] = parse_options(args.backend_option)
+    if args.checkpoint is not None:
+        options["checkpoint"] = str(args.checkpoint)
+    if args.depth_scale is not None:
+        options["depth_scale"] = args.depth_scale
+    low, high = args.median_range
+    if not 0 < low < high:
+        raise InputError(
+            "median range must be 0 < LOW < HIGH",
+            key="--median-range",
+            expected="0 < LOW < HIGH",
+            found=(low, high),
+        )
+    base = {"backend": args.backend, "options": options}
+    backend = depth_backend_for(base)
+    params = {
+        **base,
+        "backend_params": backend.params(),
+        "median_range_m": [low, high],
+        "consistency_threshold": args.consistency_threshold,
+    }
+    return run_scene_stage(args, "depth", params)
+
+
+def status_table(out_root: Path) -> tuple[str, bool]:
+    """Stages x (done, pending, failed) as text, and whether any scene has failed."""
+    from trainset.focus import stages  # noqa: F401  (registers the focus stages)
+    from trainset.pipeline.dataset_files import read_failures
+    from trainset.pipeline.runner import scene_ids
+    from trainset.pipeline.stage import registered_stages
+
+    ids = scene_ids(out_root)
+    failed_by_stage: dict[str, set[str]] = {}
+    for record in read_failures(out_root):
+        failed_by_stage.setdefault(str(record.get("stage")), set()).add(str(record.get("scene")))
+    lines = [
+        f"{len(ids)} scenes in {out_root}",
+        f"{'stage':<10} {'done':>6} {'pending':>8} {'failed':>7}",
+    ]
+    any_failed = False
+    for stage in registered_stages():
+        done = {s for s in ids if stage.sentinel(out_root, s) is not None}
+        failed = (failed_by_stage.get(stage.name, set()) & set(ids)) - done
+        pending = len(ids) - len(done) - len(failed)
+        any_failed = any_failed or bool(failed)
+        lines.append(f"{stage.name:<10} {len(done):>6} {pending:>8} {len(failed):>7}")
+        lines.extend(f"  failed: {s}" for s in sorted(failed))
+    return "\n".join(lines), any_failed
+
+
+def _status(args: argparse.Namespace) -> int:
+    text, any_failed = status_table(args.out_root)
+    print(text)
+    return EXIT_FAILURES if any_failed else EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `trainset focus` and its sub-commands."""
-    add_group(
+    from trainset.focus.index import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
+
+    focus = add_group(
         sub, "focus", "FocusMamba data pipeline: index, deblur, depth, calibrate, render, validate."
     )
+    epilog = "Exit codes: 0 all scenes done, 1 some scenes failed, 2 bad usage or input."
+
+    p = focus.add_parser(
+        "index",
+        help="scan and validate the raw set, write scene_index.json and splits",
+        epilog="Exit codes: 0 index written, 2 bad usage or no usable scene.",
+    )
+    p.add_argument(*flag("--raw-root"), dest="raw_root", type=Path, required=True)
+    p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    p.add_argument(*flag("--min-frames"), dest="min_frames", type=int, default=DEFAULT_MIN_FRAMES)
+    p.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED, help="split seed (plan: 42)")
+    p.set_defaults(func=_index)
+
+    p = focus.add_parser("deblur", help="sharp frames (frames_sharp/)", epilog=epilog)
+    add_scene_options(p)
+    p.add_argument("--backend", default="passthrough", help="passthrough | unsharp")
+    p.add_argument(
+        "--backend-option", action="append", metavar="KEY=VALUE", help="backend option (repeat)"
+    )
+    p.add_argument(
+        *flag("--sharpness-ratio"),
+        dest="sharpness_ratio",
+        type=float,
+        default=0.25,
+        help="flag frames below this fraction of their scene's median sharpness",
+    )
+    p.set_defaults(func=_deblur)
+
+    p = focus.add_parser("depth", help="metric depth (depth_maps/)", epilog=epilog)
+    add_scene_options(p)
+    p.add_argument("--backend", default="provided", help="provided | vda")
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint (vda)")
+    p.add_argument(
+        *flag("--depth-scale"),
+        dest="depth_scale",
+        type=float,
+        help="units per metre of 16-bit PNG depth (provided; default 1000)",
+    )
+    p.add_argument(
+        "--backend-option", action="append", metavar="KEY=VALUE", help="backend option (repeat)"
+    )
+    p.add_argument(
+        *flag("--median-range"),
+        dest="median_range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        default=[2.0, 50.0],
+        help="median depth outside this range (m) is logged as a sanity warning",
+    )
+    p.add_argument(
+        *flag("--consistency-threshold"),
+        dest="consistency_threshold",
+        type=float,
+        default=0.15,
+        help="flag scenes where mean|d[t+1]-d[t]|/mean(d[t]) exceeds this",
+    )
+    p.set_defaults(func=_depth)
+
+    p = focus.add_parser(
+        "status",
+        help="stages x (done, pending, failed)",
+        epilog="Exit codes: 0 no failed scene, 1 some failed, 2 bad usage.",
+    )
+    p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    p.set_defaults(func=_status)

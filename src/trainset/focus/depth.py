@@ -1,0 +1,228 @@
+"""Phase 3: metric depth per scene, written and checked the same way for every backend.
+
+Output per scene: ``depth_maps/depth_XXXX.npz`` (key ``depth``, float16, metres) and
+``depth_maps/stats.json`` (``d_min, d_max, d_median, d_p5, d_p95`` of the stored values).
+Before storing, NaN/Inf/non-positive pixels are replaced by the scene median of the valid
+pixels, and values outside the positive float16 range are clamped to it; both are counted in
+``logs/depth_nan_patches.csv``. The plan's checks go to ``logs/depth_sanity_warnings.txt``
+(median depth outside the expected range) and ``logs/depth_consistency_warnings.txt``
+(``mean|d[t+1] - d[t]| / mean(d[t]) > 0.15`` for some t).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from trainset.errors import InputError
+from trainset.focus.deblur import SHARP_DIR, frame_name
+from trainset.focus.depth_backends import DepthBackend, DepthScene, make_depth_backend
+from trainset.focus.scenes import scene_frames
+from trainset.pipeline.dataset_files import write_scene_log
+from trainset.store.atomic import atomic_write_json, atomic_write_npz
+from trainset.store.hashing import params_hash
+
+DEPTH_DIR = "depth_maps"
+STATS_FILE = "stats.json"
+PATCH_LOG = "depth_nan_patches.csv"
+SANITY_LOG = "depth_sanity_warnings.txt"
+CONSISTENCY_LOG = "depth_consistency_warnings.txt"
+# Largest finite float16: larger depths are clamped to it (65504 m).
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+# Smallest normal float16 (6.1e-5 m): smaller positive depths would round towards 0.
+FLOAT16_MIN_POSITIVE = float(np.finfo(np.float16).tiny)
+# The plan's sanity bounds on median depth: indoor 2-5 m, outdoor 5-50 m (scenes carry no
+# indoor/outdoor label, so the default accepts the union 2-50 m).
+DEFAULT_MEDIAN_RANGE_M = (2.0, 50.0)
+# The plan's temporal-consistency threshold on mean|d[t+1]-d[t]| / mean(d[t]).
+DEFAULT_CONSISTENCY_THRESHOLD = 0.15
+
+_BACKENDS: dict[str, DepthBackend] = {}
+
+
+def depth_name(t: int) -> str:
+    """``depth_XXXX.npz`` for frame index ``t``."""
+    return f"depth_{t:04d}.npz"
+
+
+def patch_invalid(depth: np.ndarray, fill_m: float) -> tuple[np.ndarray, dict[str, int]]:
+    """Replace NaN, Inf and non-positive pixels by ``fill_m``; clamp to the positive float16 range.
+
+    ``depth``: (H, W) metres. Returns float32 (H, W) and counts ``nan``, ``inf``,
+    ``nonpositive`` (finite <= 0) and ``clamped``.
+    """
+    arr = np.asarray(depth, dtype=np.float32)
+    nan = np.isnan(arr)
+    inf = np.isinf(arr)
+    nonpositive = np.isfinite(arr) & (arr <= 0)
+    out = np.where(nan | inf | nonpositive, np.float32(fill_m), arr)
+    high = out > FLOAT16_MAX
+    low = out < FLOAT16_MIN_POSITIVE
+    out = np.clip(out, FLOAT16_MIN_POSITIVE, FLOAT16_MAX).astype(np.float32)
+    counts = {
+        "nan": int(nan.sum()),
+        "inf": int(inf.sum()),
+        "nonpositive": int(nonpositive.sum()),
+        "clamped": int(high.sum() + low.sum()),
+    }
+    return out, counts
+
+
+def depth_stats(maps: Iterable[np.ndarray]) -> dict[str, float]:
+    """The plan's ``stats.json``: min, max, median, 5th and 95th percentile over all pixels (m)."""
+    values = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in maps])
+    p5, median, p95 = np.percentile(values, [5, 50, 95])
+    return {
+        "d_min": float(values.min()),
+        "d_max": float(values.max()),
+        "d_median": float(median),
+        "d_p5": float(p5),
+        "d_p95": float(p95),
+    }
+
+
+def temporal_change(maps: list[np.ndarray]) -> list[float]:
+    """``mean|d[t+1] - d[t]| / mean(d[t])`` for each consecutive pair (T - 1 values)."""
+    out = []
+    for prev, nxt in itertools.pairwise(maps):
+        a = prev.astype(np.float64)
+        out.append(float(np.abs(nxt.astype(np.float64) - a).mean() / a.mean()))
+    return out
+
+
+def depth_backend_for(params: Mapping[str, Any]) -> DepthBackend:
+    """The backend named by ``params['backend']`` with ``params['options']`` (one per process)."""
+    name = str(params["backend"])
+    options = dict(params.get("options", {}))
+    key = params_hash({"backend": name, "options": options})
+    if key not in _BACKENDS:
+        _BACKENDS[key] = make_depth_backend(name, **options)
+    return _BACKENDS[key]
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:
+    """Stage function: depth maps, stats and warnings for one scene.
+
+    ``params``: ``backend``, ``options`` (backend options), ``median_range_m`` (low, high),
+    ``consistency_threshold``; other keys (the backend's own params) only feed the hash.
+    """
+    root = Path(out_root)
+    n_frames = len(scene_frames(root, scene_id))
+    sharp_dir = root / scene_id / SHARP_DIR
+    frame_paths = tuple(sharp_dir / frame_name(t) for t in range(n_frames))
+    with Image.open(frame_paths[0]) as img:
+        width, height = img.size
+    scene = DepthScene(scene_id, frame_paths, scene_frames(root, scene_id)[0].parent)
+    backend = depth_backend_for(params)
+
+    maps: list[np.ndarray] = []
+    for t, depth in enumerate(backend.predict(scene)):
+        arr = np.asarray(depth)
+        if t >= n_frames:
+            raise InputError(
+                f"depth backend '{backend.name}' gave too many maps", expected=n_frames, found=t + 1
+            )
+        if arr.shape != (height, width):
+            raise InputError(
+                f"depth backend '{backend.name}' map {t} has the wrong shape",
+                file=frame_paths[t],
+                expected=(height, width),
+                found=arr.shape,
+            )
+        maps.append(arr.astype(np.float32, copy=False))
+    if len(maps) != n_frames:
+        raise InputError(
+            f"depth backend '{backend.name}' gave the wrong number of maps",
+            expected=n_frames,
+            found=len(maps),
+        )
+
+    valid = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in maps])
+    if valid.size == 0:
+        raise InputError(
+            "no valid depth pixel in the scene", key=scene_id, expected="finite > 0", found="none"
+        )
+    fill = float(np.median(valid))
+    del valid
+
+    out_dir = root / scene_id / DEPTH_DIR
+    stored: list[np.ndarray] = []
+    patch_rows: list[list[Any]] = []
+    totals = {"patched_pixels": 0, "clamped_pixels": 0}
+    for t, depth in enumerate(maps):
+        patched, counts = patch_invalid(depth, fill)
+        half = patched.astype(np.float16)
+        atomic_write_npz(out_dir / depth_name(t), {"depth": half})
+        stored.append(half)
+        n_patched = counts["nan"] + counts["inf"] + counts["nonpositive"]
+        totals["patched_pixels"] += n_patched
+        totals["clamped_pixels"] += counts["clamped"]
+        if n_patched or counts["clamped"]:
+            patch_rows.append(
+                [
+                    scene_id,
+                    depth_name(t),
+                    counts["nan"],
+                    counts["inf"],
+                    counts["nonpositive"],
+                    counts["clamped"],
+                    f"{fill:.6g}",
+                ]
+            )
+    keep = {depth_name(t) for t in range(n_frames)}
+    for stale in out_dir.glob("depth_*.npz"):
+        if stale.name not in keep:
+            stale.unlink()
+
+    stats = depth_stats(stored)
+    atomic_write_json(out_dir / STATS_FILE, stats)
+
+    low, high = (float(v) for v in params.get("median_range_m", DEFAULT_MEDIAN_RANGE_M))
+    sanity = ""
+    if not low <= stats["d_median"] <= high:
+        sanity = (
+            f"{scene_id}: median depth {stats['d_median']:.3f} m outside {low:g}-{high:g} m "
+            f"(d_min {stats['d_min']:.3f}, d_max {stats['d_max']:.3f})\n"
+        )
+    threshold = float(params.get("consistency_threshold", DEFAULT_CONSISTENCY_THRESHOLD))
+    changes = temporal_change(stored)
+    consistency = ""
+    above = [t for t, c in enumerate(changes) if c > threshold]
+    if above:
+        worst = max(above, key=lambda t: changes[t])
+        consistency = (
+            f"{scene_id}: temporal change {changes[worst]:.3f} > {threshold:g} between "
+            f"{depth_name(worst)} and {depth_name(worst + 1)} "
+            f"({len(above)} of {len(changes)} frame pairs above)\n"
+        )
+    write_scene_log(
+        root,
+        PATCH_LOG,
+        scene_id,
+        _csv_text(
+            ["scene_id", "frame", "nan", "inf", "nonpositive", "clamped", "fill_m"], patch_rows
+        ),
+    )
+    write_scene_log(root, SANITY_LOG, scene_id, sanity)
+    write_scene_log(root, CONSISTENCY_LOG, scene_id, consistency)
+    return {
+        "frames": n_frames,
+        **totals,
+        "sanity_warnings": int(bool(sanity)),
+        "consistency_warnings": int(bool(consistency)),
+    }

@@ -1,0 +1,205 @@
+"""Phase 1: scan the raw set, validate every scene, write the scene index and the splits.
+
+Raw layout: ``raw_root/{scene_id}/frame_XXXX.{jpg,jpeg,png}`` (extension in any case), an
+optional ``depth/`` folder beside the frames. Output: ``{out_root}/scene_index.json``
+(``{scene_id: {"frames": [absolute paths], "split": ...}}``), ``{out_root}/{scene_id}/split.txt``,
+``logs/rejected_scenes.json`` (every rejected scene and why) and ``logs/ignored_files.json``
+(non-image files found in scene folders).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from trainset.errors import InputError
+from trainset.pipeline.dataset_files import (
+    LOGS_DIR,
+    out_root_lock,
+    record_config,
+    safe_text,
+    write_text_if_changed,
+)
+from trainset.pipeline.runner import SCENE_INDEX
+
+# The plan's accepted frame extensions (compared lower-cased).
+VALID_EXTS = {".jpg", ".jpeg", ".png"}
+# The plan's default minimum number of frames per scene.
+DEFAULT_MIN_FRAMES = 16
+# The plan's split seed.
+DEFAULT_SPLIT_SEED = 42
+SPLIT_FILE = "split.txt"
+REJECTED_LOG = "rejected_scenes.json"
+IGNORED_LOG = "ignored_files.json"
+# Sub-folders of a scene that hold known extra data rather than frames.
+KNOWN_SUBDIRS = {"depth"}
+
+
+def assign_splits(scene_ids: Iterable[str], seed: int = DEFAULT_SPLIT_SEED) -> dict[str, str]:
+    """The plan's deterministic 80/10/10 split: sorted ids, ``random.Random(seed).shuffle``."""
+    ids = sorted(scene_ids)
+    rng = random.Random(seed)
+    rng.shuffle(ids)
+    n = len(ids)
+    splits = {}
+    for i, sid in enumerate(ids):
+        if i < int(0.8 * n):
+            splits[sid] = "train"
+        elif i < int(0.9 * n):
+            splits[sid] = "val"
+        else:
+            splits[sid] = "test"
+    return splits
+
+
+def unsafe_reason(scene_id: str) -> str | None:
+    """Why ``scene_id`` cannot be used as a folder name in the output, or None when it can."""
+    if not scene_id:
+        return "empty scene id"
+    if "/" in scene_id or "\\" in scene_id:
+        return "scene id holds a path separator"
+    if ".." in scene_id:
+        return "scene id holds '..'"
+    if scene_id.startswith("."):
+        return "scene id starts with a dot"
+    if any(ord(c) < 32 or ord(c) == 127 for c in scene_id):
+        return "scene id holds a control character"
+    try:
+        scene_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return "scene id is not valid UTF-8"
+    return None
+
+
+def scan_scene(scene_dir: Path) -> tuple[list[Path], list[str]]:
+    """Frames of a scene (sorted by name) and the names of other files there (ignored)."""
+    frames: list[Path] = []
+    ignored: list[str] = []
+    for entry in sorted(scene_dir.iterdir()):
+        if entry.is_file() and entry.suffix.lower() in VALID_EXTS:
+            frames.append(entry)
+        elif not (entry.is_dir() and entry.name in KNOWN_SUBDIRS):
+            ignored.append(safe_text(entry.name))
+    return frames, ignored
+
+
+def validate_scene(frames: list[Path], min_frames: int) -> tuple[bool, str]:
+    """The plan's checks: enough frames, each decodes (verify and a full decode), one size."""
+    if len(frames) < min_frames:
+        return False, f"only {len(frames)} frames (minimum {min_frames})"
+    sizes: dict[tuple[int, int], str] = {}
+    for f in frames:
+        try:
+            with Image.open(f) as img:
+                img.verify()
+            # verify() does not notice a truncated JPEG; a full decode does.
+            with Image.open(f) as img:
+                img.load()
+                sizes.setdefault(img.size, f.name)
+        except Exception as exc:
+            return False, f"corrupt frame {safe_text(f.name)}: {exc}"
+    if len(sizes) > 1:
+        found = ", ".join(f"{w}x{h} ({name})" for (w, h), name in sorted(sizes.items()))
+        return False, f"inconsistent frame sizes: {found}"
+    return True, "ok"
+
+
+@dataclass
+class IndexResult:
+    """Accepted scenes with their frames and splits, rejected scenes with reasons."""
+
+    scenes: dict[str, dict[str, object]] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, list[str]] = field(default_factory=dict)
+
+    def report(self) -> str:
+        """Short summary with one line per rejected scene."""
+        splits = [str(entry["split"]) for entry in self.scenes.values()]
+        counts = {s: splits.count(s) for s in ("train", "val", "test")}
+        lines = [
+            f"index: {len(self.scenes)} scenes ({counts['train']} train, {counts['val']} val, "
+            f"{counts['test']} test), {len(self.rejected)} rejected, "
+            f"{sum(len(v) for v in self.ignored.values())} non-image files ignored"
+        ]
+        lines += [f"  rejected {sid}: {why}" for sid, why in sorted(self.rejected.items())]
+        return "\n".join(lines)
+
+
+def build_index(
+    raw_root: str | Path,
+    out_root: str | Path,
+    *,
+    min_frames: int = DEFAULT_MIN_FRAMES,
+    seed: int = DEFAULT_SPLIT_SEED,
+) -> IndexResult:
+    """Scan, validate and split ``raw_root``; write the index, splits and logs under ``out_root``.
+
+    Files are only rewritten when their content changes.
+    """
+    raw = Path(raw_root)
+    if not raw.is_dir():
+        raise InputError("raw root is not a folder", file=raw, expected="a folder", found="nothing")
+    if min_frames < 1:
+        raise InputError(
+            "minimum frame count must be positive",
+            key="--min-frames",
+            expected=">= 1",
+            found=min_frames,
+        )
+    result = IndexResult()
+    accepted: dict[str, list[Path]] = {}
+    for entry in sorted(raw.iterdir()):
+        if not entry.is_dir():
+            result.ignored.setdefault(".", []).append(safe_text(entry.name))
+            continue
+        name = safe_text(entry.name)
+        reason = unsafe_reason(entry.name)
+        if reason is not None:
+            result.rejected[name] = reason
+            continue
+        frames, ignored = scan_scene(entry)
+        if ignored:
+            result.ignored[entry.name] = ignored
+        ok, reason = validate_scene(frames, min_frames)
+        if not ok:
+            result.rejected[entry.name] = reason
+            continue
+        accepted[entry.name] = frames
+    if not accepted:
+        raise InputError(
+            "no usable scene in the raw root",
+            file=raw,
+            expected=f"folders with >= {min_frames} valid frames",
+            found=f"{len(result.rejected)} rejected: {dict(sorted(result.rejected.items()))}",
+        )
+    splits = assign_splits(accepted, seed)
+    for sid in sorted(accepted):
+        result.scenes[sid] = {
+            "frames": [str(f.resolve()) for f in accepted[sid]],
+            "split": splits[sid],
+        }
+    _write_index(Path(out_root), result)
+    record_config(
+        out_root,
+        "index",
+        {"raw_root": str(raw.resolve()), "min_frames": min_frames, "seed": seed},
+    )
+    return result
+
+
+def _write_index(out: Path, result: IndexResult) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with out_root_lock(out):
+        for sid, entry in result.scenes.items():
+            write_text_if_changed(out / sid / SPLIT_FILE, str(entry["split"]))
+        write_text_if_changed(out / SCENE_INDEX, json.dumps(result.scenes, indent=2) + "\n")
+        logs = out / LOGS_DIR
+        write_text_if_changed(
+            logs / REJECTED_LOG, json.dumps(dict(sorted(result.rejected.items())), indent=2) + "\n"
+        )
+        write_text_if_changed(logs / IGNORED_LOG, json.dumps(result.ignored, indent=2) + "\n")

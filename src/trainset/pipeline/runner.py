@@ -1,0 +1,262 @@
+"""Local runner: one stage over many scenes in a process pool, re-entrant and failure-isolated.
+
+For each scene the runner skips work whose sentinel is current (same stage, version and
+parameter hash, and not older than the sentinels of the stages it requires), refuses scenes
+whose required stages are not done, runs the rest (``workers`` processes), records each
+failure's traceback in ``logs/failures.jsonl`` while the other scenes go on, writes each
+scene's sentinel after its ``run`` returns, and finally rebuilds the shared logs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from trainset.errors import InputError
+from trainset.pipeline.dataset_files import (
+    append_failure,
+    rebuild_scene_logs,
+    remove_scene_temps,
+    remove_shared_temps,
+)
+from trainset.pipeline.progress import Progress
+from trainset.pipeline.stage import Stage, get_stage
+from trainset.store.codecs import read_json
+from trainset.store.hashing import params_hash
+from trainset.store.sentinels import sentinel_path, write_sentinel
+
+SCENE_INDEX = "scene_index.json"
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+
+
+def scene_ids(out_root: str | Path) -> list[str]:
+    """Sorted scene ids of ``{out_root}/scene_index.json`` (array task i is scene i)."""
+    path = Path(out_root) / SCENE_INDEX
+    if not path.exists():
+        raise InputError(
+            "scene index not found; run `trainset focus index` first",
+            file=path,
+            expected="scene_index.json",
+            found="nothing",
+        )
+    index = read_json(path)
+    if not isinstance(index, dict):
+        raise InputError(
+            "scene index must map scene ids to entries",
+            file=path,
+            expected="JSON object",
+            found=type(index).__name__,
+        )
+    return sorted(index)
+
+
+def select_scenes(
+    out_root: str | Path, scene: str | None = None, task_index: int | None = None
+) -> list[str]:
+    """All scenes, one scene by id, or the scene at position ``task_index`` of the sorted index."""
+    ids = scene_ids(out_root)
+    if scene is not None and task_index is not None:
+        raise InputError("give --scene or --task-index, not both", key="--task-index")
+    if scene is not None:
+        if scene not in ids:
+            raise InputError(
+                "scene is not in the scene index",
+                file=Path(out_root) / SCENE_INDEX,
+                key="--scene",
+                expected=f"one of {len(ids)} indexed scenes",
+                found=scene,
+            )
+        return [scene]
+    if task_index is not None:
+        if not 0 <= task_index < len(ids):
+            raise InputError(
+                "task index out of range",
+                file=Path(out_root) / SCENE_INDEX,
+                key="--task-index",
+                expected=f"0..{len(ids) - 1}",
+                found=task_index,
+            )
+        return [ids[task_index]]
+    return ids
+
+
+@dataclass(frozen=True)
+class SceneOutcome:
+    """What happened to one scene: ``done``, ``skipped`` (already current), ``failed``, ``blocked``."""
+
+    scene_id: str
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+    traceback: str = ""
+
+
+@dataclass
+class StageSummary:
+    """Outcomes of one stage run over a set of scenes."""
+
+    stage: str
+    outcomes: list[SceneOutcome]
+
+    def with_status(self, status: str) -> list[SceneOutcome]:
+        """Outcomes with ``status``, in scene order."""
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all scenes done, 1 some failed, 2 some could not start (a stage to run first)."""
+        if self.with_status("failed"):
+            return EXIT_FAILURES
+        if self.with_status("blocked"):
+            return EXIT_USAGE
+        return EXIT_OK
+
+    def report(self) -> str:
+        """A short human summary, one line per failed or blocked scene."""
+        counts = {s: len(self.with_status(s)) for s in ("done", "skipped", "failed", "blocked")}
+        lines = [
+            f"{self.stage}: {counts['done']} done, {counts['skipped']} already done, "
+            f"{counts['failed']} failed, {counts['blocked']} blocked"
+        ]
+        for outcome in self.outcomes:
+            if outcome.status in ("failed", "blocked"):
+                lines.append(f"  {outcome.status} {outcome.scene_id}: {outcome.message}")
+        return "\n".join(lines)
+
+
+def is_scene_current(
+    stage: Stage, out_root: str | Path, scene_id: str, params: Mapping[str, Any]
+) -> bool:
+    """True when the scene's sentinel matches stage, version and params and is not older than
+    the sentinels of the stages it requires (a redone prerequisite makes it stale)."""
+    own = stage.sentinel(out_root, scene_id)
+    if own is None or own.params_hash != params_hash(params):
+        return False
+    own_mtime = sentinel_path(stage.output_dir(out_root, scene_id)).stat().st_mtime_ns
+    for name in stage.requires:
+        path = sentinel_path(get_stage(name).output_dir(out_root, scene_id))
+        if path.exists() and path.stat().st_mtime_ns > own_mtime:
+            return False
+    return True
+
+
+def missing_requirements(stage: Stage, out_root: str | Path, scene_id: str) -> list[str]:
+    """Names of the stages ``stage`` requires that are not done for ``scene_id``."""
+    return [name for name in stage.requires if get_stage(name).sentinel(out_root, scene_id) is None]
+
+
+def run_one_scene(
+    stage: Stage, out_root: str | Path, scene_id: str, params: Mapping[str, Any]
+) -> SceneOutcome:
+    """Run ``stage`` on one scene and write its sentinel; exceptions become a failed outcome.
+
+    The old sentinel is removed first, so a run killed part-way is never taken as done.
+    """
+    root = Path(out_root)
+    out_dir = stage.output_dir(root, scene_id)
+    remove_scene_temps(root, scene_id)
+    sentinel_path(out_dir).unlink(missing_ok=True)
+    try:
+        counts = stage.run(root, scene_id, params)
+        write_sentinel(out_dir, stage.name, stage.version, params, counts)
+    except Exception as exc:
+        return SceneOutcome(
+            scene_id,
+            "failed",
+            message=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
+    return SceneOutcome(scene_id, "done", counts=dict(counts))
+
+
+def run_stage(
+    stage: Stage,
+    out_root: str | Path,
+    scenes: Sequence[str],
+    params: Mapping[str, Any],
+    *,
+    workers: int = 1,
+    force: bool = False,
+    stream: TextIO | None = None,
+) -> StageSummary:
+    """Run ``stage`` over ``scenes`` with ``workers`` processes (1: in this process).
+
+    ``force`` redoes scenes whose sentinel is current. Returns every scene's outcome.
+    """
+    if workers < 1:
+        raise InputError(
+            "workers must be at least 1", key="--workers", expected=">= 1", found=workers
+        )
+    root = Path(out_root)
+    remove_shared_temps(root)
+    outcomes: dict[str, SceneOutcome] = {}
+    todo: list[str] = []
+    for scene_id in scenes:
+        if not force and is_scene_current(stage, root, scene_id, params):
+            outcomes[scene_id] = SceneOutcome(scene_id, "skipped")
+            continue
+        missing = missing_requirements(stage, root, scene_id)
+        if missing:
+            hint = ", ".join(f"`trainset focus {name}`" for name in missing)
+            outcomes[scene_id] = SceneOutcome(
+                scene_id, "blocked", message=f"{'/'.join(missing)} not done: run {hint} first"
+            )
+            continue
+        todo.append(scene_id)
+
+    with Progress(
+        len(todo), stage.name, stream=stream if stream is not None else sys.stderr
+    ) as bar:
+        for outcome in _execute(stage, root, todo, params, workers):
+            outcomes[outcome.scene_id] = outcome
+            if outcome.status == "failed":
+                append_failure(
+                    root,
+                    {
+                        "stage": stage.name,
+                        "scene": outcome.scene_id,
+                        "error": outcome.message,
+                        "traceback": outcome.traceback,
+                    },
+                )
+            bar.update(1, outcome.scene_id)
+    rebuild_scene_logs(root)
+    return StageSummary(stage.name, [outcomes[s] for s in scenes])
+
+
+def _execute(
+    stage: Stage, root: Path, todo: list[str], params: Mapping[str, Any], workers: int
+) -> Iterator[SceneOutcome]:
+    if not todo:
+        return
+    if workers == 1 or len(todo) == 1:
+        for scene_id in todo:
+            yield run_one_scene(stage, root, scene_id, params)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
+        futures: dict[Future[SceneOutcome], str] = {
+            pool.submit(run_one_scene, stage, root, scene_id, dict(params)): scene_id
+            for scene_id in todo
+        }
+        for future in as_completed(futures):
+            scene_id = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:
+                outcome = SceneOutcome(
+                    scene_id,
+                    "failed",
+                    message=f"worker died: {type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(),
+                )
+            yield outcome
