@@ -319,7 +319,16 @@ def test_submit_chains_real_job_ids_and_records_them(tmp_path):
         k: StageResources("cpu", 1, "1G", v.time, None, v.throttle)
         for k, v in PLAN_RESOURCES.items()
     }
-    submit(tmp_path, steps, [], SlurmConfig(cfg), cluster=CLUSTER, runner=fake, note={"n": 1})
+    submit(
+        tmp_path,
+        steps,
+        [],
+        SlurmConfig(cfg),
+        cluster=CLUSTER,
+        runner=fake,
+        note={"n": 1},
+        unit_names=["s0", "s1"],
+    )
     assert fake.calls[1][-3:-1] == ["--dependency=aftercorr:101", "--kill-on-invalid-dep=yes"]
     record = json.loads((tmp_path / "slurm" / "jobs.json").read_text())
     assert record["format"] == "trainset.slurm.jobs"
@@ -328,6 +337,7 @@ def test_submit_chains_real_job_ids_and_records_them(tmp_path):
         ("102", [0, 1]),
     ]
     assert record["submissions"][0]["n"] == 1
+    assert record["submissions"][0]["jobs"][1]["units"] == ["s0", "s1"]
 
 
 def test_squeue_lines_parse_into_task_states():
@@ -344,17 +354,20 @@ def test_unit_states_map_tasks_back_to_units_and_latest_submission_wins():
         {"jobs": [{"job_id": "5", "step": "depth", "tasks": [0, 1], "offset": 1000}]},
         {"jobs": [{"job_id": "9", "step": "depth", "tasks": [1], "offset": 1000}]},
         {"jobs": [{"job_id": "10", "step": "validate", "tasks": None}]},
+        {"jobs": [{"job_id": "11", "step": "render", "tasks": [0], "units": ["scene_a"]}]},
     ]
     states = [
         TaskState("5", 0, "COMPLETED", "None"),
         TaskState("5", 1, "FAILED", "NonZeroExitCode"),
         TaskState("9", 1, "RUNNING", "None"),
         TaskState("10", None, "PENDING", "Dependency"),
+        TaskState("11", 0, "PENDING", "None"),
     ]
     assert unit_states(submissions, states) == {
-        ("depth", 1000): states[0],
-        ("depth", 1001): states[2],
-        ("validate", None): states[3],
+        ("depth", "1000"): (states[0], "logs/depth_5_0.out"),
+        ("depth", "1001"): (states[2], "logs/depth_9_1.out"),
+        ("validate", None): (states[3], "logs/validate_10.out"),
+        ("render", "scene_a"): (states[4], "logs/render_11_0.out"),
     }
 
 

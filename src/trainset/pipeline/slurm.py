@@ -644,13 +644,15 @@ def submit(
     cluster: ClusterInfo | None = None,
     runner: Runner = run_command,
     note: Mapping[str, Any] | None = None,
+    unit_names: Sequence[str] | None = None,
 ) -> Submission:
     """Write the job scripts, check resources, and submit (or on ``dry_run`` only describe) jobs.
 
     Scripts go to ``{out_root}/slurm/`` in both modes. With ``cluster`` given (or a controller
     reachable) every step's resources are checked first and all problems are raised together
     as :class:`InputError`; nothing is submitted then. Submitted job ids are appended to
-    ``{out_root}/slurm/jobs.json`` with ``note`` (e.g. the command and the unit ids).
+    ``{out_root}/slurm/jobs.json`` with ``note`` (e.g. the command); with ``unit_names`` (name
+    of unit index i) each array job also records the names of its units.
     """
     out = Path(out_root).resolve()
     steps: dict[str, SceneStep | SetStep] = {s.name: s for s in scene_steps}
@@ -696,13 +698,15 @@ def submit(
             ids = job_ids if not dry_run else {k: f"$JOB_{_var(k)}" for k in job_ids}
             argv = sbatch_argv(job, used[job.step], submission.scripts[job.step], ids)
             submission.commands.append(argv)
-            record = {
+            record: dict[str, Any] = {
                 "key": job.key,
                 "step": job.step,
                 "tasks": list(job.tasks) if job.tasks is not None else None,
                 "offset": job.offset,
                 "script": str(submission.scripts[job.step].relative_to(out)),
             }
+            if unit_names is not None and job.tasks is not None:
+                record["units"] = [unit_names[task + job.offset] for task in job.tasks]
             if dry_run:
                 job_ids[job.key] = job.key
             else:
@@ -821,25 +825,29 @@ def wait_for_jobs(
 
 def unit_states(
     submissions: Sequence[Mapping[str, Any]], states: Sequence[TaskState]
-) -> dict[tuple[str, int | None], TaskState]:
-    """Latest known state per (step, unit index); set steps have unit None.
+) -> dict[tuple[str, str | None], tuple[TaskState, str]]:
+    """Newest known state per (step, unit) with the job's log file (relative to ``slurm/``).
 
-    Later submissions override earlier ones, so a resubmitted unit shows its newest task.
+    A unit is named by its recorded name (``units``) or else its index as text; set steps have
+    unit None. Later submissions override earlier ones, so a resubmitted unit shows its newest
+    task; tasks the controller has forgotten are left out.
     """
-    by_job = {}
-    for state in states:
-        by_job[(state.job_id, state.task)] = state
-    latest: dict[tuple[str, int | None], TaskState] = {}
+    by_job = {(state.job_id, state.task): state for state in states}
+    latest: dict[tuple[str, str | None], tuple[TaskState, str]] = {}
     for entry in submissions:
         for job in entry.get("jobs", []):
             job_id = str(job.get("job_id", ""))
+            step = str(job["step"])
             if job.get("tasks") is None:
                 if (job_id, None) in by_job:
-                    latest[(job["step"], None)] = by_job[(job_id, None)]
+                    latest[(step, None)] = (by_job[(job_id, None)], f"logs/{step}_{job_id}.out")
                 continue
             offset = int(job.get("offset", 0))
-            for task in job["tasks"]:
+            names = job.get("units")
+            for position, task in enumerate(job["tasks"]):
                 found = by_job.get((job_id, int(task)))
-                if found is not None:
-                    latest[(job["step"], int(task) + offset)] = found
+                if found is None:
+                    continue
+                unit = str(names[position]) if names else str(int(task) + offset)
+                latest[(step, unit)] = (found, f"logs/{step}_{job_id}_{task}.out")
     return latest
