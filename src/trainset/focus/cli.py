@@ -146,8 +146,12 @@ def status_table(out_root: Path) -> tuple[str, bool]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from trainset.focus.slurm_status import slurm_status_lines
+
     text, any_failed = status_table(args.out_root)
     print(text)
+    for line in slurm_status_lines(args.out_root):
+        print(line)
     return EXIT_FAILURES if any_failed else EXIT_OK
 
 
