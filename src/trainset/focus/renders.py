@@ -1,0 +1,121 @@
+"""Scene stage ``renders``: defocus renders (``bokeh_renders/``) with the renderer ``layered``.
+
+``run_renders(out_root, scene_id, params)`` follows the ``Stage.run`` signature; ``params`` are
+the labels parameters (``max_coc``, ``n_sets``, ``coc_model``) plus ``sensor_width_m`` (default
+0.036), ``renderer`` (``layered``), ``layer_step_px`` and ``max_layers``. The lens settings are the
+scene's own sets (the same as the focus maps'); the CoC of each pixel in pixels is
+``c_m * width_px / sensor_width_m``. It also records the renderer in ``metadata.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainset.errors import InputError
+from trainset.focus.labels import (
+    base_metadata,
+    labels_params,
+    remove_extra_outputs,
+    scene_sets,
+    write_metadata,
+)
+from trainset.focus.layout import bokeh_path, depth_frame_count, depth_path, frame_path
+from trainset.focus.optics import DEFAULT_N_SETS, DEFAULT_SENSOR_WIDTH_M, signed_coc_px
+from trainset.focus.render import (
+    DEFAULT_LAYER_STEP_PX,
+    DEFAULT_MAX_LAYERS,
+    check_renderer,
+    make_renderer,
+)
+from trainset.store import atomic_write_png, read_npz_array, read_png
+
+RENDERS_STAGE = "renders"
+RENDERS_VERSION = 1
+
+
+def renders_params(
+    max_coc: float,
+    *,
+    n_sets: int = DEFAULT_N_SETS,
+    coc_model: str = "plan",
+    sensor_width_m: float = DEFAULT_SENSOR_WIDTH_M,
+    renderer: str = "layered",
+    layer_step_px: float = DEFAULT_LAYER_STEP_PX,
+    max_layers: int = DEFAULT_MAX_LAYERS,
+) -> dict[str, Any]:
+    """Checked parameters of the renders stage (all of them shape the output)."""
+    if not 1e-3 <= sensor_width_m <= 0.1:
+        raise InputError(
+            "sensor width out of range (metres)",
+            key="sensor_width",
+            expected="0.001..0.1 m (full frame 0.036)",
+            found=sensor_width_m,
+        )
+    return {
+        **labels_params(max_coc, n_sets=n_sets, coc_model=coc_model),
+        "sensor_width_m": float(sensor_width_m),
+        "renderer": check_renderer(renderer),
+        "layer_step_px": float(layer_step_px),
+        "max_layers": int(max_layers),
+    }
+
+
+def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:
+    """Render every set and frame of one scene to ``bokeh_renders/set_XX/bokeh_XXXX.png``.
+
+    Returns counts ``{frames, sets, renders}``.
+    """
+    out_root = Path(out_root)
+    checked = renders_params(
+        float(params["max_coc"]),
+        n_sets=int(params.get("n_sets", DEFAULT_N_SETS)),
+        coc_model=str(params.get("coc_model", "plan")),
+        sensor_width_m=float(params.get("sensor_width_m", DEFAULT_SENSOR_WIDTH_M)),
+        renderer=str(params.get("renderer", "layered")),
+        layer_step_px=float(params.get("layer_step_px", DEFAULT_LAYER_STEP_PX)),
+        max_layers=int(params.get("max_layers", DEFAULT_MAX_LAYERS)),
+    )
+    sets = scene_sets(out_root, scene_id, checked)
+    n_frames = depth_frame_count(out_root, scene_id)
+    renderer = make_renderer(
+        checked["renderer"],
+        layer_step_px=checked["layer_step_px"],
+        max_layers=checked["max_layers"],
+    )
+    for t in range(n_frames):
+        image = read_png(frame_path(out_root, scene_id, t))
+        depth = read_npz_array(depth_path(out_root, scene_id, t), "depth").astype(np.float32)
+        if depth.shape != image.shape[:2]:
+            raise InputError(
+                "depth map and sharp frame differ in size",
+                file=depth_path(out_root, scene_id, t),
+                key="depth",
+                expected=f"(H, W) = {image.shape[:2]} as in frame_{t:04d}.png",
+                found=depth.shape,
+            )
+        for set_idx, lens in enumerate(sets):
+            coc = signed_coc_px(
+                depth,
+                lens["f"],
+                lens["N"],
+                lens["S_focus"],
+                image.shape[1],
+                sensor_width_m=checked["sensor_width_m"],
+                coc_model=checked["coc_model"],
+            )
+            atomic_write_png(
+                bokeh_path(out_root, scene_id, set_idx, t), renderer.render(image, coc)
+            )
+    remove_extra_outputs(
+        out_root / scene_id / "bokeh_renders", len(sets), n_frames, "bokeh", ".png"
+    )
+    record = base_metadata(scene_id, sets, checked, n_frames)
+    record["renderer"] = checked["renderer"]
+    record["sensor_width_m"] = checked["sensor_width_m"]
+    record["renderer_params"] = renderer.params()
+    write_metadata(out_root, scene_id, record, keep_render=False)
+    return {"frames": n_frames, "sets": len(sets), "renders": n_frames * len(sets)}

@@ -1,0 +1,101 @@
+"""Small synthetic focus datasets for tests: the files the index, deblur and depth stages write.
+
+Writes, for each scene: ``split.txt``, ``frames_sharp/frame_XXXX.png`` (seeded texture),
+``depth_maps/depth_XXXX.npz`` (key ``depth``, float16 metres: a tilted plane with a near box),
+``depth_maps/stats.json`` and sentinels for ``frames_sharp`` and ``depth_maps``; and the
+dataset's ``scene_index.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from trainset.store.sentinels import write_sentinel
+
+
+def scene_depth(scene_id: str, t: int, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) float16 depth in metres: a plane from 1.5 m to 12 m with a box at 0.8 m."""
+    h, w = shape
+    offset = (int(hashlib.sha256(scene_id.encode()).hexdigest()[:4], 16) % 100) / 100.0
+    rows = np.linspace(1.5 + offset, 12.0 + offset, h, dtype=np.float32)[:, None]
+    depth = np.repeat(rows, w, axis=1) * (1.0 + 0.01 * t)
+    depth[h // 4 : h // 2, w // 4 : w // 2] = 0.8 + 0.05 * t
+    return depth.astype(np.float16)
+
+
+def scene_frame(scene_id: str, t: int, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 seeded texture."""
+    seed = int(hashlib.sha256(f"{scene_id}:{t}".encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
+
+
+def write_depth(root: Path, scene_id: str, t: int, shape: tuple[int, int]) -> None:
+    """Write one depth NPZ the way the depth stage does (key 'depth', float16)."""
+    folder = root / scene_id / "depth_maps"
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, depth=scene_depth(scene_id, t, shape))
+    (folder / f"depth_{t:04d}.npz").write_bytes(buf.getvalue())
+
+
+def write_depth_stats(root: Path, scene_id: str, n_frames: int, shape: tuple[int, int]) -> dict:
+    """stats.json from the stored (float16) depth of every frame."""
+    values = np.stack([scene_depth(scene_id, t, shape).astype(np.float32) for t in range(n_frames)])
+    stats = {
+        "d_min": float(values.min()),
+        "d_max": float(values.max()),
+        "d_median": float(np.median(values)),
+        "d_p5": float(np.percentile(values, 5)),
+        "d_p95": float(np.percentile(values, 95)),
+    }
+    (root / scene_id / "depth_maps" / "stats.json").write_text(json.dumps(stats))
+    return stats
+
+
+def build_dataset(
+    root: Path,
+    scenes: dict[str, int],
+    *,
+    shape: tuple[int, int] = (24, 32),
+    splits: dict[str, str] | None = None,
+) -> dict[str, dict]:
+    """Write the inputs of the labels and renders stages for ``scenes`` (id -> frame count)."""
+    root.mkdir(parents=True, exist_ok=True)
+    index: dict[str, dict] = {}
+    for i, (scene_id, n_frames) in enumerate(sorted(scenes.items())):
+        split = (splits or {}).get(scene_id, ("train", "val", "test")[i % 3])
+        scene_dir = root / scene_id
+        (scene_dir / "frames_sharp").mkdir(parents=True, exist_ok=True)
+        (scene_dir / "split.txt").write_text(split + "\n")
+        for t in range(n_frames):
+            Image.fromarray(scene_frame(scene_id, t, shape)).save(
+                scene_dir / "frames_sharp" / f"frame_{t:04d}.png"
+            )
+            write_depth(root, scene_id, t, shape)
+        write_depth_stats(root, scene_id, n_frames, shape)
+        write_sentinel(scene_dir / "frames_sharp", "deblur", 1, {"backend": "test"})
+        write_sentinel(scene_dir / "depth_maps", "depth", 1, {"backend": "test"})
+        index[scene_id] = {
+            "frames": [f"frame_{t:04d}.png" for t in range(n_frames)],
+            "split": split,
+        }
+    (root / "scene_index.json").write_text(json.dumps(index))
+    return index
+
+
+def corrupt_file(path: Path) -> None:
+    """Overwrite a file with bytes that are not a zip/PNG."""
+    path.write_bytes(b"not a valid file")
+
+
+def is_zip(path: Path) -> bool:
+    """True when ``path`` is a readable zip archive."""
+    return zipfile.is_zipfile(path)
