@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import pytest
@@ -11,7 +12,9 @@ from trainset.focus.index import build_index
 from trainset.focus.slurm_executor import (
     SceneCall,
     SetCall,
+    forwarded_argv,
     pending_scenes,
+    step_args,
     submission_report,
     submit_focus,
 )
@@ -83,3 +86,31 @@ def test_dry_run_maps_scenes_to_task_indices_and_runs_trainset_commands(indexed)
         ["scene_001"],
     ]
     assert submission_report(submission).splitlines()[0] == ("would submit deblur     (2 scenes)")
+
+
+def test_run_options_reach_the_step_only_when_not_default():
+    run_args = argparse.Namespace(
+        out_root="o",
+        workers=4,
+        backend="unsharp",
+        backend_option=["amount=2", "radius=1"],
+        median_range=[1.0, 9.0],
+        consistency_threshold=0.15,
+        unrelated=3,
+    )
+    assert forwarded_argv("depth", run_args) == (
+        "--backend",
+        "unsharp",
+        "--backend-option",
+        "amount=2",
+        "--backend-option",
+        "radius=1",
+        "--median-range",
+        "1.0",
+        "9.0",
+    )
+
+
+def test_step_args_parse_like_the_job_command(tmp_path):
+    args = step_args("deblur", argparse.Namespace(sharpness_ratio=0.5), tmp_path)
+    assert (args.out_root, args.backend, args.sharpness_ratio) == (tmp_path, "passthrough", 0.5)

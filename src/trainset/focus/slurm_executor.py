@@ -8,6 +8,7 @@ are :mod:`trainset.pipeline.slurm`'s; this module knows which sentinels each ste
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,60 @@ from trainset.pipeline.slurm import (
     submit,
 )
 from trainset.pipeline.stage import get_stage
+
+# Options of a step's sub-command that the submission sets itself (or that make no sense in a job).
+NOT_FORWARDED = frozenset(
+    {"help", "out_root", "raw_root", "scene", "task_index", "workers", "force"}
+)
+
+
+def step_parser(step: str) -> argparse.ArgumentParser:
+    """The parser of `trainset focus {step}`."""
+    from trainset.cli import build_parser
+
+    parser: argparse.ArgumentParser = build_parser()
+    for name in ("focus", step):
+        parser = _subparser(parser, name)
+    return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
+    raise KeyError(f"no sub-command {name!r}")
+
+
+def forwarded_argv(step: str, run_args: argparse.Namespace) -> tuple[str, ...]:
+    """Options of `trainset focus {step}` that ``run_args`` (the `run` command's options) sets
+    to other than the step's default, as command-line words for the step's jobs."""
+    words: list[str] = []
+    for action in step_parser(step)._actions:
+        if not action.option_strings or action.dest in NOT_FORWARDED:
+            continue
+        if not hasattr(run_args, action.dest):
+            continue
+        value = getattr(run_args, action.dest)
+        if value == action.default or value is None:
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            words.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value:
+                words += [flag, str(item)]
+        elif isinstance(value, list | tuple):
+            words += [flag, *(str(item) for item in value)]
+        else:
+            words += [flag, str(value)]
+    return tuple(words)
+
+
+def step_args(step: str, run_args: argparse.Namespace, out_root: Path) -> argparse.Namespace:
+    """The options `trainset focus {step}` gets in a job: the forwarded ones, else its defaults."""
+    return step_parser(step).parse_args(
+        ["--out-root", str(out_root), *forwarded_argv(step, run_args)]
+    )
 
 
 @dataclass(frozen=True)
