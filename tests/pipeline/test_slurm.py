@@ -18,6 +18,7 @@ from trainset.pipeline.slurm import (
     SlurmConfig,
     StageResources,
     TaskState,
+    append_jobs,
     array_spec,
     check_resources,
     load_slurm_config,
@@ -304,12 +305,27 @@ def replace_partition(res: StageResources, partition: str) -> StageResources:
 
 
 class _FakeSbatch:
-    def __init__(self):
+    """Answers sbatch with job ids 101, 102, ...; squeue with ``queue`` lines."""
+
+    def __init__(self, queue=""):
         self.calls = []
+        self.queue = queue
 
     def __call__(self, argv):
+        if argv[0] == "squeue":
+            return subprocess.CompletedProcess(argv, 0, self.queue, "")
         self.calls.append(list(argv))
         return subprocess.CompletedProcess(argv, 0, f"{100 + len(self.calls)}\n", "")
+
+
+def test_submit_refuses_while_earlier_jobs_are_active(tmp_path):
+    append_jobs(tmp_path, [{"job_id": "7", "step": "a", "tasks": [0, 1]}])
+    fake = _FakeSbatch(queue="7|0|COMPLETED|None\n7|1|RUNNING|None\n")
+    steps = [SceneStep("a", ("x", TASK_INDEX), frozenset({1}))]
+    config = SlurmConfig({"a": StageResources("cpu", 1, "1G", "10")})
+    with pytest.raises(InputError, match=r"still pending or running.*scancel 7.*1 active tasks"):
+        submit(tmp_path, steps, [], config, cluster=CLUSTER, runner=fake)
+    assert fake.calls == []
 
 
 def test_submit_chains_real_job_ids_and_records_them(tmp_path):

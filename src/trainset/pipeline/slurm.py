@@ -668,6 +668,8 @@ def submit(
         max_array_size=cluster.max_array_size if cluster else DEFAULT_MAX_ARRAY_SIZE,
     )
     used = {job.step: config.resources[job.step] for job in planned}
+    if not dry_run:
+        _refuse_while_active(out, runner)
     if cluster is not None:
         problems = check_resources(used, cluster)
         if problems:
@@ -722,6 +724,22 @@ def submit(
         if not dry_run and submission.jobs:
             append_jobs(out, submission.jobs, note)
     return submission
+
+
+def _refuse_while_active(out_root: Path, runner: Runner) -> None:
+    """InputError when jobs recorded for ``out_root`` are still pending or running: a second
+    submission would run the same units twice at once."""
+    recorded = [str(job["job_id"]) for sub in read_jobs(out_root) for job in sub.get("jobs", [])]
+    active = [s for s in job_states(recorded, runner) if s.state in ACTIVE_STATES]
+    if active:
+        ids = sorted({s.job_id for s in active}, key=int)
+        raise InputError(
+            "jobs of an earlier submission are still pending or running; wait for them "
+            f"(`trainset focus status`) or cancel them (`scancel {' '.join(ids)}`) first",
+            file=jobs_path(out_root),
+            expected="no active job",
+            found=f"{len(active)} active tasks in jobs {', '.join(ids)}",
+        )
 
 
 # --------------------------------------------------------------------------- records, states
