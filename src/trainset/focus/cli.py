@@ -49,13 +49,11 @@ def parse_options(items: list[str] | None) -> dict[str, str]:
 def run_scene_stage(args: argparse.Namespace, stage_name: str, params: Mapping[str, Any]) -> int:
     """Run registered stage ``stage_name`` over the selected scenes; print a summary; exit code."""
     from trainset.focus import stages  # noqa: F401  (registers the focus stages)
-    from trainset.pipeline.dataset_files import record_config
     from trainset.pipeline.runner import run_stage, select_scenes
     from trainset.pipeline.stage import get_stage
 
     stage = get_stage(stage_name)
     scenes = select_scenes(args.out_root, scene=args.scene, task_index=args.task_index)
-    record_config(args.out_root, stage.name, params)
     summary = run_stage(
         stage, args.out_root, scenes, params, workers=args.workers, force=args.force
     )
@@ -238,3 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
     p.set_defaults(func=_status)
+
+    from trainset.focus.cli_phases import register_commands
+
+    register_commands(focus)

@@ -3,8 +3,9 @@
 ``run_labels(out_root, scene_id, params)`` follows the ``Stage.run`` signature; ``params``:
 ``max_coc`` (sensor metres, required), ``n_sets`` (default 4), ``coc_model`` (``plan`` default).
 Every focus map is the plan's ``compute_focus_map`` of the stored depth (float16, key
-``focus_map``). Frames whose focus-map mean is outside [0.2, 0.8] are logged (plan, Phase 5) to
-``logs/focus_map_warnings/{scene_id}.json``.
+``focus_map``). Frames whose focus-map mean is outside [0.2, 0.8] are logged (plan, Phase 5):
+each scene writes its part of ``logs/focus_map_warnings.txt``, which the runner rebuilds after
+the stage.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from trainset.focus.optics import (
     scene_coc_params,
     scene_seed,
 )
+from trainset.pipeline.dataset_files import write_scene_log
 from trainset.store import atomic_write_json, atomic_write_npz, read_json, read_npz_array
 
 LABELS_STAGE = "labels"
 LABELS_VERSION = 1
 # Plan, Phase 5 sanity check: a focus-map mean outside this range is logged.
 FOCUS_MEAN_RANGE = (0.2, 0.8)
-WARNINGS_DIR = Path("logs") / "focus_map_warnings"
+WARNINGS_LOG = "focus_map_warnings.txt"
 # metadata.json keys owned by the render stage (kept when labels re-run with the same sets).
 RENDER_KEYS = ("renderer", "sensor_width_m", "renderer_params")
 
@@ -151,7 +153,7 @@ def run_labels(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict
     )
     sets = scene_sets(out_root, scene_id, checked)
     n_frames = depth_frame_count(out_root, scene_id)
-    warnings: list[dict[str, Any]] = []
+    warnings: list[str] = []
     for t in range(n_frames):
         depth = read_npz_array(depth_path(out_root, scene_id, t), "depth").astype(np.float32)
         for set_idx, lens in enumerate(sets):
@@ -167,7 +169,7 @@ def run_labels(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict
             mean = float(focus_map.astype(np.float32).mean())
             if not FOCUS_MEAN_RANGE[0] <= mean <= FOCUS_MEAN_RANGE[1]:
                 warnings.append(
-                    {"scene_id": scene_id, "set": set_idx, "frame": t, "mean": round(mean, 4)}
+                    f"{scene_id} set_{set_idx:02d} frame {t:04d}: focus_map.mean()={mean:.3f}"
                 )
     for set_idx in range(len(sets)):
         set_dir(out_root, scene_id, "focus_maps", set_idx).mkdir(parents=True, exist_ok=True)
@@ -175,25 +177,10 @@ def run_labels(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict
     write_metadata(
         out_root, scene_id, base_metadata(scene_id, sets, checked, n_frames), keep_render=True
     )
-    warn_file = out_root / WARNINGS_DIR / f"{scene_id}.json"
-    if warnings:
-        atomic_write_json(warn_file, warnings)
-    else:
-        warn_file.unlink(missing_ok=True)
+    write_scene_log(out_root, WARNINGS_LOG, scene_id, "".join(f"{w}\n" for w in warnings))
     return {
         "frames": n_frames,
         "sets": len(sets),
         "focus_maps": n_frames * len(sets),
         "warnings": len(warnings),
     }
-
-
-def collect_focus_warnings(out_root: Path) -> list[dict[str, Any]]:
-    """Every focus-map mean warning of the dataset, ordered by scene, set and frame."""
-    folder = Path(out_root) / WARNINGS_DIR
-    found: list[dict[str, Any]] = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        entries = read_json(path)
-        if isinstance(entries, list):
-            found.extend(e for e in entries if isinstance(e, dict))
-    return found

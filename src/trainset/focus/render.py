@@ -97,10 +97,13 @@ def blur_layers(stack: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     n_layers, _, height, width = stack.shape
     kernels = disc_kernels(radii)
     half = kernels.shape[-1] // 2
+    # Kernel centre at (0, 0), wrapped around: the four quadrants go to the four corners.
     full = torch.zeros((n_layers, height, width), dtype=stack.dtype, device=stack.device)
-    size = kernels.shape[-1]
-    full[:, :size, :size] = kernels
-    full = torch.roll(full, shifts=(-half, -half), dims=(1, 2))
+    full[:, : half + 1, : half + 1] = kernels[:, half:, half:]
+    if half:
+        full[:, : half + 1, -half:] = kernels[:, half:, :half]
+        full[:, -half:, : half + 1] = kernels[:, :half, half:]
+        full[:, -half:, -half:] = kernels[:, :half, :half]
     spectrum = torch.fft.rfft2(stack) * torch.fft.rfft2(full)[:, None]
     return torch.fft.irfft2(spectrum, s=(height, width))
 
@@ -192,7 +195,7 @@ class LayeredRenderer:
             )
         if not np.all(np.isfinite(coc_px_signed)):
             raise InputError("CoC map has NaN or Inf", expected="finite pixels", found="non-finite")
-        codes = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        codes = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device)
         linear = self._decode[codes.long()].permute(2, 0, 1)
         radius = (
             torch.from_numpy(np.ascontiguousarray(coc_px_signed, dtype=np.float32)).to(self.device)
@@ -201,37 +204,52 @@ class LayeredRenderer:
         layers = assign_layers(radius, layer_step_px=self.layer_step_px, max_layers=self.max_layers)
         return linear, layers
 
+    def padded_stack(
+        self, linear: torch.Tensor, weights: torch.Tensor, radii: torch.Tensor
+    ) -> tuple[torch.Tensor, int]:
+        """Premultiplied RGBA layers (L, 4, H', W') reflect-padded by the largest radius (and up
+        to fast FFT sizes), and the padding on the top/left side in pixels."""
+        _, height, width = linear.shape
+        pad = math.ceil(float(radii.max())) + 1
+        pad_h = _fast_size(height + 2 * pad) - height - pad
+        pad_w = _fast_size(width + 2 * pad) - width - pad
+        mode = "reflect" if max(pad_h, pad_w) < min(height, width) else "replicate"
+        sides = (pad, pad_w, pad, pad_h)
+        linear_p = torch.nn.functional.pad(linear[None], sides, mode=mode)
+        weights_p = torch.nn.functional.pad(weights[:, None], sides, mode=mode)
+        stack = torch.empty(
+            (weights.shape[0], 4, *linear_p.shape[-2:]), dtype=linear.dtype, device=linear.device
+        )
+        torch.mul(linear_p, weights_p, out=stack[:, :3])
+        stack[:, 3:] = weights_p
+        return stack, pad
+
     def render_linear(self, linear: torch.Tensor, layers: LayerStack) -> torch.Tensor:
         """Blur and composite: linear RGB (3, H, W) + layers -> linear RGB (3, H, W)."""
         _, height, width = linear.shape
         used = layers.weights.flatten(1).amax(dim=1) > 0
         radii = layers.radii[used]
         weights = layers.weights[used]
-        blurred_mask = radii.abs() > IDENTITY_RADIUS_PX
-        colour = linear[None] * weights[:, None]
-        alpha = weights[:, None]
-        if bool(blurred_mask.any()):
-            idx = torch.nonzero(blurred_mask).flatten()
-            stack = torch.cat([colour[idx], alpha[idx]], dim=1)
-            blurred = self._blur_cropped(stack, radii[idx].abs(), height, width)
-            colour = colour.index_copy(0, idx, blurred[:, :3])
-            alpha = alpha.index_copy(0, idx, blurred[:, 3:].clamp(0.0, 1.0))
-        # Over, near (index 0) to far: transmittance of layer l = prod_{k<l} (1 - alpha_k).
-        clear = torch.cumprod(1.0 - alpha, dim=0)
-        transmit = torch.cat([torch.ones_like(clear[:1]), clear[:-1]], dim=0)
-        out = (transmit * colour).sum(dim=0)
-        acc = (transmit * alpha).sum(dim=0)
-        return out / acc.clamp_min(1e-6)
-
-    def _blur_cropped(
-        self, stack: torch.Tensor, radii: torch.Tensor, height: int, width: int
-    ) -> torch.Tensor:
-        pad = math.ceil(float(radii.max())) + 1
-        pad_h = _fast_size(height + 2 * pad) - height - pad
-        pad_w = _fast_size(width + 2 * pad) - width - pad
-        mode = "reflect" if max(pad_h, pad_w) < min(height, width) else "replicate"
-        padded = torch.nn.functional.pad(stack, (pad, pad_w, pad, pad_h), mode=mode)
-        return blur_layers(padded, radii)[:, :, pad : pad + height, pad : pad + width]
+        to_blur = radii.abs() > IDENTITY_RADIUS_PX
+        blurred = None
+        if bool(to_blur.any()):
+            stack, pad = self.padded_stack(linear, weights[to_blur], radii[to_blur].abs())
+            blurred = blur_layers(stack, radii[to_blur].abs())
+            blurred = blurred[:, :, pad : pad + height, pad : pad + width]
+        flags = to_blur.tolist()
+        index_in_blurred = [sum(flags[:i]) for i in range(len(flags))]
+        # "Over" from far (last layer) to near (first): out = layer + (1 - alpha_layer) * out.
+        out = torch.zeros((4, height, width), dtype=linear.dtype, device=linear.device)
+        for layer in reversed(range(len(flags))):
+            if flags[layer] and blurred is not None:
+                rgba = blurred[index_in_blurred[layer]]
+            else:
+                alpha = weights[layer][None]
+                rgba = torch.cat([linear * alpha, alpha], dim=0)
+            # FFT round-off can put alpha a hair outside [0, 1]: clamp the transmittance.
+            clear = (1.0 - rgba[3:]).clamp_(0.0, 1.0)
+            out = torch.addcmul(rgba, out, clear)
+        return out[:3] / out[3:].clamp_min(1e-6)
 
     def render(self, image: np.ndarray, coc_px_signed: np.ndarray) -> np.ndarray:
         """Render defocus: image (H, W, 3) uint8 sRGB, signed CoC diameter (H, W) in pixels

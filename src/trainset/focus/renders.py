@@ -25,12 +25,6 @@ from trainset.focus.labels import (
 )
 from trainset.focus.layout import bokeh_path, depth_frame_count, depth_path, frame_path
 from trainset.focus.optics import DEFAULT_N_SETS, DEFAULT_SENSOR_WIDTH_M, signed_coc_px
-from trainset.focus.render import (
-    DEFAULT_LAYER_STEP_PX,
-    DEFAULT_MAX_LAYERS,
-    check_renderer,
-    make_renderer,
-)
 from trainset.store import atomic_write_png, read_npz_array, read_png
 
 RENDERS_STAGE = "renders"
@@ -44,10 +38,15 @@ def renders_params(
     coc_model: str = "plan",
     sensor_width_m: float = DEFAULT_SENSOR_WIDTH_M,
     renderer: str = "layered",
-    layer_step_px: float = DEFAULT_LAYER_STEP_PX,
-    max_layers: int = DEFAULT_MAX_LAYERS,
+    layer_step_px: float | None = None,
+    max_layers: int | None = None,
 ) -> dict[str, Any]:
-    """Checked parameters of the renders stage (all of them shape the output)."""
+    """Checked parameters of the renders stage (all of them shape the output); layer settings
+    default to the renderer's."""
+    # torch is imported only here and in run_renders, so that loading the stage registry
+    # stays light (the runner forks its workers when torch is not loaded).
+    from trainset.focus.render import DEFAULT_LAYER_STEP_PX, DEFAULT_MAX_LAYERS, check_renderer
+
     if not 1e-3 <= sensor_width_m <= 0.1:
         raise InputError(
             "sensor width out of range (metres)",
@@ -59,8 +58,8 @@ def renders_params(
         **labels_params(max_coc, n_sets=n_sets, coc_model=coc_model),
         "sensor_width_m": float(sensor_width_m),
         "renderer": check_renderer(renderer),
-        "layer_step_px": float(layer_step_px),
-        "max_layers": int(max_layers),
+        "layer_step_px": float(DEFAULT_LAYER_STEP_PX if layer_step_px is None else layer_step_px),
+        "max_layers": int(DEFAULT_MAX_LAYERS if max_layers is None else max_layers),
     }
 
 
@@ -76,9 +75,11 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
         coc_model=str(params.get("coc_model", "plan")),
         sensor_width_m=float(params.get("sensor_width_m", DEFAULT_SENSOR_WIDTH_M)),
         renderer=str(params.get("renderer", "layered")),
-        layer_step_px=float(params.get("layer_step_px", DEFAULT_LAYER_STEP_PX)),
-        max_layers=int(params.get("max_layers", DEFAULT_MAX_LAYERS)),
+        layer_step_px=params.get("layer_step_px"),
+        max_layers=params.get("max_layers"),
     )
+    from trainset.focus.render import make_renderer
+
     sets = scene_sets(out_root, scene_id, checked)
     n_frames = depth_frame_count(out_root, scene_id)
     renderer = make_renderer(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from trainset.focus.deblur import SHARP_DIR, run_deblur_scene
 from trainset.focus.depth import DEPTH_DIR, run_depth_scene
+from trainset.focus.labels import LABELS_STAGE, LABELS_VERSION, run_labels
+from trainset.focus.renders import RENDERS_STAGE, RENDERS_VERSION, run_renders
 from trainset.pipeline.stage import Stage, register_stage
 
 DEBLUR = register_stage(
@@ -12,5 +14,25 @@ DEBLUR = register_stage(
 DEPTH = register_stage(
     Stage(
         name="depth", version=1, sentinel_dir=DEPTH_DIR, requires=("deblur",), run=run_depth_scene
+    )
+)
+LABELS = register_stage(
+    Stage(
+        name=LABELS_STAGE,
+        version=LABELS_VERSION,
+        sentinel_dir="focus_maps",
+        requires=("depth",),
+        run=run_labels,
+    )
+)
+# Renders need sharp frames and depth, not the focus maps: a redone render leaves the labels
+# alone and redone labels leave the renders alone (plan, "Error Recovery").
+RENDERS = register_stage(
+    Stage(
+        name=RENDERS_STAGE,
+        version=RENDERS_VERSION,
+        sentinel_dir="bokeh_renders",
+        requires=("deblur", "depth"),
+        run=run_renders,
     )
 )

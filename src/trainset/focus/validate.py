@@ -32,13 +32,8 @@ from PIL import Image
 from trainset.errors import InputError
 from trainset.focus.layout import SPLITS, metadata_path, read_scene_index
 from trainset.focus.optics import DEFAULT_N_SETS
-from trainset.store import (
-    atomic_write_json,
-    atomic_write_text,
-    read_json,
-    read_npz_array,
-    read_yaml,
-)
+from trainset.pipeline.dataset_files import read_config
+from trainset.store import atomic_write_json, atomic_write_text, read_json, read_npz_array
 from trainset.store.sentinels import read_sentinel, sentinel_path
 
 # Pipeline order of the per-scene work ('index' is the dataset step that writes split.txt).
@@ -58,7 +53,6 @@ STAGE_DIRS = {
     "renders": "bokeh_renders",
 }
 REPORT_FILE = Path("logs") / "validation_report.json"
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass
@@ -258,17 +252,18 @@ def check_scene(
     return scene
 
 
-def read_render_config(out_root: Path) -> dict[str, Any]:
-    """``config.yaml`` of the dataset (empty when absent)."""
-    path = out_root / CONFIG_FILE
-    if not path.exists():
-        return {}
-    config = read_yaml(path)
-    if not isinstance(config, dict):
-        raise InputError(
-            "config.yaml is not a mapping", file=path, expected="key: value pairs", found=config
-        )
-    return config
+def expected_labels(out_root: Path) -> tuple[int | None, float | None]:
+    """``n_sets`` and ``max_coc`` of the labels stage as recorded in ``config.yaml``
+    (section ``labels``, written by the runner), or None where not recorded."""
+    section = read_config(out_root).get("labels")
+    if not isinstance(section, dict):
+        return None, None
+    n_sets = section.get("n_sets")
+    max_coc = section.get("max_coc")
+    return (
+        int(n_sets) if isinstance(n_sets, int) else None,
+        float(max_coc) if isinstance(max_coc, (int, float)) else None,
+    )
 
 
 def _disk_bytes(root: Path) -> int:
@@ -287,10 +282,8 @@ def validate_dataset(out_root: Path, *, n_sets: int | None = None) -> dict[str, 
     ``failures`` (check, reason, stage per failure) and ``rerun_stages`` per failed scene)."""
     out_root = Path(out_root)
     index = read_scene_index(out_root)
-    config = read_render_config(out_root)
-    sets = int(n_sets if n_sets is not None else config.get("n_sets", DEFAULT_N_SETS))
-    max_coc = config.get("max_coc")
-    max_coc = float(max_coc) if isinstance(max_coc, (int, float)) else None
+    recorded_sets, max_coc = expected_labels(out_root)
+    sets = n_sets or recorded_sets or DEFAULT_N_SETS
     failures: dict[str, list[dict[str, str]]] = {}
     rerun: dict[str, list[str]] = {}
     split_counts = {name: 0 for name in SPLITS}
@@ -356,7 +349,7 @@ def requeue(
                         expected=" | ".join(SPLITS),
                         found=split,
                     )
-                atomic_write_text(out_root / scene_id / "split.txt", f"{split}\n")
+                atomic_write_text(out_root / scene_id / "split.txt", split)
         else:
             for scene_id in scenes:
                 sentinel_path(out_root / scene_id / STAGE_DIRS[stage]).unlink(missing_ok=True)

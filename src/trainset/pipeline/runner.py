@@ -22,6 +22,7 @@ from trainset.errors import InputError
 from trainset.pipeline.dataset_files import (
     append_failure,
     rebuild_scene_logs,
+    record_config,
     remove_scene_temps,
     remove_shared_temps,
 )
@@ -190,7 +191,8 @@ def run_stage(
 ) -> StageSummary:
     """Run ``stage`` over ``scenes`` with ``workers`` processes (1: in this process).
 
-    ``force`` redoes scenes whose sentinel is current. Returns every scene's outcome.
+    ``force`` redoes scenes whose sentinel is current. The parameters are recorded as section
+    ``stage.name`` of ``{out_root}/config.yaml``. Returns every scene's outcome.
     """
     if workers < 1:
         raise InputError(
@@ -198,6 +200,7 @@ def run_stage(
         )
     root = Path(out_root)
     remove_shared_temps(root)
+    record_config(root, stage.name, params)
     outcomes: dict[str, SceneOutcome] = {}
     todo: list[str] = []
     for scene_id in scenes:
@@ -233,6 +236,16 @@ def run_stage(
     return StageSummary(stage.name, [outcomes[s] for s in scenes])
 
 
+def pool_start_method() -> str:
+    """``fork`` (cheap: no re-import) unless torch is loaded here, then ``spawn``.
+
+    A process that has run torch holds thread pools that a forked child can deadlock on.
+    """
+    if "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    return "fork"
+
+
 def _execute(
     stage: Stage, root: Path, todo: list[str], params: Mapping[str, Any], workers: int
 ) -> Iterator[SceneOutcome]:
@@ -242,7 +255,7 @@ def _execute(
         for scene_id in todo:
             yield run_one_scene(stage, root, scene_id, params)
         return
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(pool_start_method())
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
         futures: dict[Future[SceneOutcome], str] = {
             pool.submit(run_one_scene, stage, root, scene_id, dict(params)): scene_id

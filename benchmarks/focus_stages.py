@@ -1,0 +1,98 @@
+"""Throughput of the focus deblur + depth stages with 1 and 2 worker processes.
+
+Generates a synthetic raw set once, indexes it into one output root per worker count, runs
+``deblur`` (passthrough) then ``depth`` (provided) with the local runner, and prints frames/s
+of the two stages together and the speed-up of each worker count over 1 worker, measured in
+this process.
+
+    python benchmarks/focus_stages.py [--scenes 8] [--frames 24] [--size 128] [--workers 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from trainset.focus.depth import DEFAULT_CONSISTENCY_THRESHOLD, DEFAULT_MEDIAN_RANGE_M
+from trainset.focus.index import build_index
+from trainset.focus.stages import DEBLUR, DEPTH
+from trainset.focus.synthetic import generate_scenes
+from trainset.pipeline.runner import run_stage, scene_ids
+
+DEBLUR_PARAMS = {
+    "backend": "passthrough",
+    "options": {},
+    "backend_params": {},
+    "sharpness_ratio": 0.25,
+}
+DEPTH_PARAMS = {
+    "backend": "provided",
+    "options": {},
+    "backend_params": {"depth_scale": 1000.0},
+    "median_range_m": list(DEFAULT_MEDIAN_RANGE_M),
+    "consistency_threshold": DEFAULT_CONSISTENCY_THRESHOLD,
+}
+
+
+def run_once(raw: Path, out: Path, workers: int, min_frames: int) -> tuple[float, int]:
+    """Seconds for deblur + depth over every scene, and the number of frames."""
+    build_index(raw, out, min_frames=min_frames)
+    scenes = scene_ids(out)
+    quiet = io.StringIO()
+    start = time.perf_counter()
+    first = run_stage(DEBLUR, out, scenes, DEBLUR_PARAMS, workers=workers, stream=quiet)
+    second = run_stage(DEPTH, out, scenes, DEPTH_PARAMS, workers=workers, stream=quiet)
+    elapsed = time.perf_counter() - start
+    if first.exit_code or second.exit_code:
+        raise SystemExit(f"stage failed:\n{first.report()}\n{second.report()}")
+    frames = sum(o.counts.get("frames", 0) for o in second.outcomes)
+    return elapsed, frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--size", type=int, default=128, help="frame height and width (pixels)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=2, help="runs per worker count (best kept)")
+    parser.add_argument("--dir", type=Path, help="work folder (default: a temp folder, removed)")
+    args = parser.parse_args()
+
+    work = args.dir or Path(tempfile.mkdtemp(prefix="focus_bench_"))
+    try:
+        raw = work / "raw"
+        generate_scenes(
+            raw, n_scenes=args.scenes, n_frames=args.frames, size=(args.size, args.size), seed=0
+        )
+        print(
+            f"deblur(passthrough) + depth(provided): {args.scenes} scenes x {args.frames} frames "
+            f"x {args.size}x{args.size}"
+        )
+        best: dict[int, float] = {}
+        frames = 0
+        # Worker counts interleaved, best of --repeat: load from other processes hits all alike.
+        for _ in range(args.repeat):
+            for workers in args.workers:
+                out = work / f"out_w{workers}"
+                shutil.rmtree(out, ignore_errors=True)
+                elapsed, frames = run_once(raw, out, workers, min(args.frames, 16))
+                best[workers] = min(best.get(workers, elapsed), elapsed)
+        base_rate = frames / best[args.workers[0]]
+        for workers in args.workers:
+            rate = frames / best[workers]
+            print(
+                f"workers={workers}: {frames} frames in {best[workers]:.2f} s = {rate:.1f} frames/s "
+                f"({rate / base_rate:.2f}x of {args.workers[0]} worker)"
+            )
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

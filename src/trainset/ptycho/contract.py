@@ -1,0 +1,104 @@
+"""The DATA-001 contract of a canonical ptychography NPZ, as data.
+
+Source: PtychoPINN ``docs/data_contracts.md`` section 1 (see ``docs/ptycho.md``). Diffraction is
+amplitude (sqrt of intensity), (N, H, W) float32; probe and object are complex64; coordinates are
+float64 pixel positions of length N.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from trainset.contracts import ArraySpec, Contract, Finite, MaxValue, MinValue, Predicate, Report
+
+# DATA-001: normalised amplitude is far below this ("unnormalised" above it).
+MAX_AMPLITUDE = 10.0
+# DATA-001: max/mean at or above this means intensity was stored instead of amplitude.
+MAX_PEAK_TO_MEAN = 100.0
+# Integer dtypes accepted for the optional scan_index.
+INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+def _peak_to_mean(arr: np.ndarray) -> str | None:
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return None
+    mean = float(np.mean(finite, dtype=np.float64))
+    peak = float(finite.max())
+    if mean <= 0.0:
+        return f"mean {mean:.6g} (ratio undefined)" if peak > 0.0 else None
+    ratio = peak / mean
+    return f"max/mean {ratio:.6g}" if ratio >= MAX_PEAK_TO_MEAN else None
+
+
+PEAK_TO_MEAN = Predicate(
+    "max/mean",
+    f"max/mean < {MAX_PEAK_TO_MEAN:g} (amplitude, not intensity)",
+    _peak_to_mean,
+)
+
+DATA001 = Contract(
+    "DATA-001",
+    (
+        ArraySpec(
+            "diffraction",
+            ("N", "H", "W"),
+            ("float32",),
+            rules=(Finite(), MinValue(0.0), MaxValue(MAX_AMPLITUDE), PEAK_TO_MEAN),
+            aliases=("diff3d",),
+            description="diffraction amplitude per scan position, (N, H, W)",
+        ),
+        ArraySpec("objectGuess", ("My", "Mx"), ("complex64",), description="object, (My, Mx)"),
+        ArraySpec(
+            "probeGuess", ("H", "W"), ("complex64",), description="probe, same (H, W) as a pattern"
+        ),
+        ArraySpec("xcoords", ("N",), ("float64",), rules=(Finite(),), description="x, pixels"),
+        ArraySpec("ycoords", ("N",), ("float64",), rules=(Finite(),), description="y, pixels"),
+        ArraySpec(
+            "xcoords_start",
+            ("N",),
+            ("float64",),
+            required=False,
+            rules=(Finite(),),
+            description="nominal x before position correction, pixels",
+        ),
+        ArraySpec(
+            "ycoords_start",
+            ("N",),
+            ("float64",),
+            required=False,
+            rules=(Finite(),),
+            description="nominal y before position correction, pixels",
+        ),
+        ArraySpec(
+            "Y",
+            ("N", "Hy", "Wy"),
+            ("complex64",),
+            required=False,
+            description="ground-truth object patches for supervised training, (N, Hy, Wy)",
+        ),
+        ArraySpec(
+            "scan_index", ("N",), INT_DTYPES, required=False, description="scan id per position"
+        ),
+    ),
+)
+
+# Arrays with one entry per scan position (axis 0 = N in canonical layout).
+PER_SCAN_KEYS = (
+    "diffraction",
+    "Y",
+    "xcoords",
+    "ycoords",
+    "xcoords_start",
+    "ycoords_start",
+    "scan_index",
+)
+
+
+def check_npz(path: str | os.PathLike[str]) -> Report:
+    """Validate an NPZ against DATA-001; every failure is listed. Raises InputError if unreadable."""
+    from trainset.ptycho.source import require_npz_file
+
+    return DATA001.validate_npz(require_npz_file(path))

@@ -1,0 +1,186 @@
+"""`trainset focus calibrate | render | validate | run` through the CLI and the runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from trainset.cli import main
+from trainset.store import read_json
+
+
+def _run(*argv: str) -> int:
+    return main(list(argv))
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """3 synthetic scenes x 6 frames x 32x48 through `focus run` up to the manual gate."""
+    from trainset.focus.synthetic import generate_scenes
+
+    base = tmp_path_factory.mktemp("phases")
+    raw, out = base / "raw", base / "out"
+    generate_scenes(raw, n_scenes=3, n_frames=6, size=(32, 48), seed=3)
+    code = _run("focus", "run", "--raw-root", str(raw), "--out-root", str(out), "--min-frames", "4")
+    return raw, out, code
+
+
+@pytest.fixture(scope="module")
+def finished_master(gated, tmp_path_factory):
+    """A copy of the gated run taken through render (2 sets) and validate."""
+    raw, out, _ = gated
+    copy = tmp_path_factory.mktemp("finished") / "out"
+    shutil.copytree(out, copy)
+    code = _run(
+        "focus", "run", "--raw-root", str(raw), "--out-root", str(copy), "--min-frames", "4",
+        "--max-coc", "from-stats", "--sets", "2",
+    )  # fmt: skip
+    return copy, code
+
+
+@pytest.fixture
+def finished(finished_master, tmp_path):
+    """A copy of the finished run that a test may change."""
+    master, code = finished_master
+    copy = tmp_path / "out"
+    shutil.copytree(master, copy)
+    return copy, code
+
+
+def test_run_stops_at_the_gate_and_prints_the_command_to_continue(gated, capsys):
+    raw, out, code = gated
+    assert code == 0
+    stats = read_json(out / "logs" / "coc_stats.json")
+    assert (out / "logs" / "coc_histogram.png").exists()
+    assert not (out / "scene_000" / "focus_maps").exists()
+    # Re-running is cheap (stages are current) and prints the gate again.
+    _run("focus", "run", "--raw-root", str(raw), "--out-root", str(out), "--min-frames", "4")
+    printed = capsys.readouterr().out
+    rec = f"{stats['recommended_max_coc']:.6g}"
+    assert f"--max-coc {rec}" in printed
+    assert f"recommended max_coc = {rec} m ({stats['recommended_max_coc'] * 1e3:.4g} mm)" in printed
+
+
+def test_run_with_max_coc_renders_and_validates(finished_master):
+    out, code = finished_master
+    assert code == 0
+    report = read_json(out / "logs" / "validation_report.json")
+    assert report["passing_scenes"] == report["total_scenes"] == 3
+    assert report["total_frames"] == 18
+    rec = read_json(out / "logs" / "coc_stats.json")["recommended_max_coc"]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["max_coc"] == rec
+    assert config["labels"]["max_coc"] == rec
+    meta = read_json(out / "scene_001" / "metadata.json")
+    assert [s["max_coc"] for s in meta["sets"]] == [rec] * 2
+    assert meta["renderer"] == "layered" and meta["sensor_width_m"] == 0.036
+    assert len(list((out / "scene_001" / "bokeh_renders").glob("set_*/bokeh_*.png"))) == 12
+
+
+def test_validate_requeue_repairs_deleted_corrupt_and_missing_files(finished, capsys):
+    out, _ = finished
+    (out / "scene_000" / "focus_maps" / "set_01" / "focus_0003.npz").unlink()
+    (out / "scene_001" / "depth_maps" / "depth_0002.npz").write_bytes(b"garbage")
+    (out / "scene_002" / "split.txt").unlink()
+    assert _run("focus", "validate", "--out-root", str(out)) == 1
+    report = read_json(out / "logs" / "validation_report.json")
+    assert report["rerun_stages"] == {
+        "scene_000": ["labels"],
+        "scene_001": ["depth", "labels", "renders"],
+        "scene_002": ["index"],
+    }
+    capsys.readouterr()
+    assert _run("focus", "validate", "--out-root", str(out), "--requeue") == 0
+    report = read_json(out / "logs" / "validation_report.json")
+    assert report["failed_scenes"] == []
+    assert report["requeued"] == {
+        "index": ["scene_002"],
+        "depth": ["scene_001"],
+        "labels": ["scene_000", "scene_001"],
+        "renders": ["scene_001"],
+    }
+    assert _run("focus", "validate", "--out-root", str(out)) == 0
+
+
+def test_render_only_renders_leaves_the_labels_alone(finished):
+    out, _ = finished
+    label = out / "scene_000" / "focus_maps" / "set_00" / "focus_0000.npz"
+    before = label.stat().st_mtime_ns
+    code = _run(
+        "focus", "render", "--out-root", str(out), "--max-coc", "from-stats", "--only", "renders",
+        "--sets", "2", "--sensor-width", "24", "--scene", "scene_000",
+    )  # fmt: skip
+    assert code == 0
+    assert label.stat().st_mtime_ns == before
+    assert read_json(out / "scene_000" / "metadata.json")["sensor_width_m"] == 0.024
+
+
+def test_render_refuses_a_max_coc_in_the_plans_units(gated, capsys):
+    _, out, _ = gated
+    assert _run("focus", "render", "--out-root", str(out), "--max-coc", "0.063") == 2
+    err = capsys.readouterr().err
+    assert "max_coc" in err and "0.001..50 mm" in err and "found 0.063 m" in err
+
+
+def test_render_needs_an_explicit_max_coc(gated, capsys):
+    _, out, _ = gated
+    with pytest.raises(SystemExit) as exc:
+        _run("focus", "render", "--out-root", str(out))
+    assert exc.value.code == 2
+    assert "--max-coc" in capsys.readouterr().err
+
+
+def test_render_from_stats_refuses_another_coc_model(gated, capsys):
+    _, out, _ = gated
+    code = _run(
+        "focus", "render", "--out-root", str(out), "--max-coc", "from-stats",
+        "--coc-model", "thin_lens",
+    )  # fmt: skip
+    assert code == 2
+    assert "calibration was made with another coc_model" in capsys.readouterr().err
+
+
+def test_calibrate_writes_stats_where_the_plan_flags_say(gated, tmp_path, capsys):
+    _, out, _ = gated
+    stats, plot = tmp_path / "s.json", tmp_path / "h.png"
+    code = _run(
+        "focus", "calibrate", "--out_root", str(out), "--sample_fraction", "1.0",
+        "--output_stats", str(stats), "--output_plot", str(plot),
+    )  # fmt: skip
+    assert code == 0
+    assert json.loads(stats.read_text())["counts"]["scenes_used"] == 3
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert "recommended max_coc = p95" in capsys.readouterr().out
+
+
+def test_validate_report_path_and_plan_scene_index_flag(finished_master, tmp_path):
+    out, _ = finished_master
+    report = tmp_path / "r.json"
+    code = _run(
+        "focus", "validate", "--out_root", str(out), "--scene_index",
+        str(out / "scene_index.json"), "--report", str(report),
+    )  # fmt: skip
+    assert code == 0
+    assert read_json(report)["total_scenes"] == 3
+
+
+def test_validate_refuses_a_scene_index_from_elsewhere(finished_master, tmp_path, capsys):
+    out, _ = finished_master
+    code = _run(
+        "focus", "validate", "--out-root", str(out), "--scene-index", str(tmp_path / "x.json")
+    )
+    assert code == 2
+    assert "the scene index must be the output root's" in capsys.readouterr().err
+
+
+def test_focus_maps_of_the_run_are_in_range(finished_master):
+    out, _ = finished_master
+    for path in sorted(Path(out).glob("scene_*/focus_maps/set_*/focus_*.npz"))[:8]:
+        with np.load(path, allow_pickle=False) as z:
+            fm = z["focus_map"]
+        assert fm.dtype == np.float16 and fm.min() >= 0 and fm.max() <= 1
