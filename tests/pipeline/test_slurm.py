@@ -275,11 +275,11 @@ def test_dry_run_prints_scripts_and_dependency_flags_without_submitting(tmp_path
     assert f"JOB_deblur_0_0=$(sbatch --parsable --export=ALL --array=0-2%32 {deblur_sh})" in lines
     assert (
         "JOB_depth_0_0=$(sbatch --parsable --export=ALL --array=0-2%16 "
-        f"'--dependency=aftercorr:$JOB_deblur_0_0' --kill-on-invalid-dep=yes {depth_sh})"
+        f'"--dependency=aftercorr:$JOB_deblur_0_0" --kill-on-invalid-dep=yes {depth_sh})'
     ) in lines
     assert (
         "JOB_calibrate=$(sbatch --parsable --export=ALL "
-        f"'--dependency=afterany:$JOB_depth_0_0' --kill-on-invalid-dep=yes {calibrate_sh})"
+        f'"--dependency=afterany:$JOB_depth_0_0" --kill-on-invalid-dep=yes {calibrate_sh})'
     ) in lines
     for line in ("#SBATCH --gres=gpu:1", "#SBATCH --mem=48G", "#SBATCH --partition=cpu"):
         assert line in lines

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainset.pipeline.runner import is_scene_current, scene_ids
+from trainset.cli import EXIT_OK
+from trainset.pipeline.runner import SCENE_INDEX, is_scene_current, scene_ids
 from trainset.pipeline.slurm import (
     TASK_INDEX,
     ClusterInfo,
@@ -24,64 +26,11 @@ from trainset.pipeline.slurm import (
     SetStep,
     SlurmConfig,
     Submission,
+    load_slurm_config,
     run_command,
     submit,
 )
 from trainset.pipeline.stage import get_stage
-
-# Options of a step's sub-command that the submission sets itself (or that make no sense in a job).
-NOT_FORWARDED = frozenset(
-    {"help", "out_root", "raw_root", "scene", "task_index", "workers", "force"}
-)
-
-
-def step_parser(step: str) -> argparse.ArgumentParser:
-    """The parser of `trainset focus {step}`."""
-    from trainset.cli import build_parser
-
-    parser: argparse.ArgumentParser = build_parser()
-    for name in ("focus", step):
-        parser = _subparser(parser, name)
-    return parser
-
-
-def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
-            return action.choices[name]
-    raise KeyError(f"no sub-command {name!r}")
-
-
-def forwarded_argv(step: str, run_args: argparse.Namespace) -> tuple[str, ...]:
-    """Options of `trainset focus {step}` that ``run_args`` (the `run` command's options) sets
-    to other than the step's default, as command-line words for the step's jobs."""
-    words: list[str] = []
-    for action in step_parser(step)._actions:
-        if not action.option_strings or action.dest in NOT_FORWARDED:
-            continue
-        if not hasattr(run_args, action.dest):
-            continue
-        value = getattr(run_args, action.dest)
-        if value == action.default or value is None:
-            continue
-        flag = action.option_strings[0]
-        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
-            words.append(flag)
-        elif isinstance(action, argparse._AppendAction):
-            for item in value:
-                words += [flag, str(item)]
-        elif isinstance(value, list | tuple):
-            words += [flag, *(str(item) for item in value)]
-        else:
-            words += [flag, str(value)]
-    return tuple(words)
-
-
-def step_args(step: str, run_args: argparse.Namespace, out_root: Path) -> argparse.Namespace:
-    """The options `trainset focus {step}` gets in a job: the forwarded ones, else its defaults."""
-    return step_parser(step).parse_args(
-        ["--out-root", str(out_root), *forwarded_argv(step, run_args)]
-    )
 
 
 @dataclass(frozen=True)
@@ -181,3 +130,115 @@ def submission_report(submission: Submission) -> str:
     if not submission.jobs:
         lines.append("nothing to submit: every scene's sentinels are current")
     return "\n".join(lines)
+
+
+# Options of a step's command that each job sets itself: its output root, one scene per task.
+_JOB_OWN_OPTIONS = ("--out-root", "--out_root", "--workers")
+
+
+def job_words(step_argv: Sequence[str]) -> tuple[str, ...]:
+    """The options of a `trainset focus` step command (``[name, options...]``) that its jobs
+    pass on: all but ``--out-root`` and ``--workers`` (and their values)."""
+    words: list[str] = []
+    rest = iter(step_argv[1:])
+    for word in rest:
+        if word in _JOB_OWN_OPTIONS:
+            next(rest, None)
+            continue
+        if word.split("=", 1)[0] in _JOB_OWN_OPTIONS:
+            continue
+        words.append(word)
+    return tuple(words)
+
+
+def run_on_slurm(
+    args: argparse.Namespace,
+    steps: Sequence[Sequence[str]],
+    *,
+    runner: Runner = run_command,
+    cluster: ClusterInfo | None = None,
+) -> int:
+    """`trainset focus run --executor slurm`.
+
+    ``steps`` are the `trainset focus` commands (``[name, options...]``) the local run would
+    run: index, deblur, depth, calibrate and, past the gate, render and validate. The index
+    runs here (the arrays are sized by it); the rest is submitted as chained jobs whose
+    commands are those steps with ``--task-index`` per scene. ``args`` needs ``raw_root``,
+    ``out_root``, ``max_coc``, ``slurm_config`` and ``dry_run``.
+    """
+    from trainset.cli import build_parser
+    from trainset.focus import stages  # noqa: F401  (registers the focus stages)
+    from trainset.focus.calibration import STATS_FILE, resolve_max_coc
+    from trainset.focus.cli import deblur_params, depth_params
+    from trainset.focus.cli_phases import render_stage_params
+    from trainset.focus.index import build_index
+
+    parser = build_parser()
+    argv = {step[0]: list(step) for step in steps}
+    parsed = {name: parser.parse_args(["focus", *step]) for name, step in argv.items()}
+    out = Path(args.out_root).resolve()
+    config = load_slurm_config(args.slurm_config)
+    command = ["trainset", "focus", "run", "--raw-root", str(Path(args.raw_root).resolve())]
+    command += ["--out-root", str(out), "--executor", "slurm"]
+    if args.slurm_config is not None:
+        command += ["--slurm-config", str(Path(args.slurm_config).resolve())]
+    index = parsed["index"]
+    with tempfile.TemporaryDirectory(prefix="trainset-dry-run-") as scratch:
+        index_root = out
+        if not args.dry_run:
+            print(
+                build_index(
+                    index.raw_root, out, min_frames=index.min_frames, seed=index.seed
+                ).report()
+            )
+        elif not (out / SCENE_INDEX).is_file():
+            index_root = Path(scratch)
+            build_index(index.raw_root, index_root, min_frames=index.min_frames, seed=index.seed)
+        scene_calls = [
+            SceneCall(
+                "deblur", {"deblur": deblur_params(parsed["deblur"])}, job_words(argv["deblur"])
+            ),
+            SceneCall("depth", {"depth": depth_params(parsed["depth"])}, job_words(argv["depth"])),
+        ]
+        set_calls = []
+        stats_ready = (out / STATS_FILE).is_file()
+        if args.max_coc is None or (args.max_coc == "from-stats" and not stats_ready):
+            set_calls.append(SetCall("calibrate", job_words(argv["calibrate"]), ("depth",)))
+        if args.max_coc is not None:
+            render_params: Mapping[str, Mapping[str, Any] | None] = {
+                "labels": None,
+                "renders": None,
+            }
+            if args.max_coc != "from-stats" or stats_ready:
+                max_coc = resolve_max_coc(args.max_coc, out)
+                render_params = render_stage_params(parsed["render"], max_coc)
+            scene_calls.append(
+                SceneCall("render", render_params, job_words(argv["render"]), ("calibrate",))
+            )
+            set_calls.append(SetCall("validate", job_words(argv["validate"]), ("render",)))
+        submission = submit_focus(
+            out,
+            scene_calls,
+            set_calls,
+            config,
+            command=command,
+            dry_run=args.dry_run,
+            index_root=index_root,
+            runner=runner,
+            cluster=cluster,
+        )
+    if args.dry_run:
+        print(submission.dry_run_text(), end="")
+        if not submission.resources_checked:
+            print("# resources not checked: no SLURM controller answers `scontrol ping`")
+    print(submission_report(submission))
+    calibrate_job = next((j for j in submission.jobs if j["step"] == "calibrate"), None)
+    if args.max_coc is None and calibrate_job is not None and not args.dry_run:
+        log = out / "slurm" / "logs" / f"calibrate_{calibrate_job['job_id']}.out"
+        print(
+            f"manual gate: when calibrate (job {calibrate_job['job_id']}) has finished, "
+            f"`trainset focus status --out-root {out}` and {log} show the recommended max_coc"
+        )
+        print("continue (scenes already done are not resubmitted) with")
+        print(f"  {' '.join(command)} --max-coc from-stats   (or --max-coc VALUE)")
+    return EXIT_OK

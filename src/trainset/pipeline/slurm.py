@@ -617,6 +617,7 @@ class Submission:
     scripts: dict[str, Path] = field(default_factory=dict)
     commands: list[list[str]] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    resources_checked: bool = False
 
     def dry_run_text(self) -> str:
         """Scripts and sbatch commands, as a shell reader would write them by hand."""
@@ -626,7 +627,8 @@ class Submission:
             out.append(path.read_text(encoding="utf-8").rstrip("\n"))
         out.append("# ---- sbatch commands")
         for job, argv in zip(self.jobs, self.commands):
-            out.append(f"JOB_{_var(job['key'])}=$({shlex.join(argv)})")
+            words = " ".join(f'"{w}"' if "$JOB_" in w else shlex.quote(w) for w in argv)
+            out.append(f"JOB_{_var(job['key'])}=$({words})")
         return "\n".join(out) + "\n"
 
 
@@ -678,7 +680,7 @@ def submit(
                 + "; ".join(problems)
                 + " (set them in the file given to --slurm-config)"
             )
-    submission = Submission()
+    submission = Submission(resources_checked=cluster is not None)
     (out / SLURM_DIR / "logs").mkdir(parents=True, exist_ok=True)
     for step_name in dict.fromkeys(job.step for job in planned):
         step = steps[step_name]
