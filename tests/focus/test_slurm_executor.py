@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
+import os
+import subprocess
 import sys
 
 import pytest
@@ -12,9 +13,8 @@ from trainset.focus.index import build_index
 from trainset.focus.slurm_executor import (
     SceneCall,
     SetCall,
-    forwarded_argv,
+    job_words,
     pending_scenes,
-    step_args,
     submission_report,
     submit_focus,
 )
@@ -88,29 +88,49 @@ def test_dry_run_maps_scenes_to_task_indices_and_runs_trainset_commands(indexed)
     assert submission_report(submission).splitlines()[0] == ("would submit deblur     (2 scenes)")
 
 
-def test_run_options_reach_the_step_only_when_not_default():
-    run_args = argparse.Namespace(
-        out_root="o",
-        workers=4,
-        backend="unsharp",
-        backend_option=["amount=2", "radius=1"],
-        median_range=[1.0, 9.0],
-        consistency_threshold=0.15,
-        unrelated=3,
-    )
-    assert forwarded_argv("depth", run_args) == (
-        "--backend",
-        "unsharp",
-        "--backend-option",
-        "amount=2",
-        "--backend-option",
-        "radius=1",
-        "--median-range",
-        "1.0",
-        "9.0",
-    )
+def test_job_words_drop_out_root_and_workers_and_keep_step_options():
+    step = ["depth", "--out-root", "/o", "--workers", "4", "--backend", "vda", "--out_root=/p"]
+    assert job_words(step) == ("--backend", "vda")
 
 
-def test_step_args_parse_like_the_job_command(tmp_path):
-    args = step_args("deblur", argparse.Namespace(sharpness_ratio=0.5), tmp_path)
-    assert (args.out_root, args.backend, args.sharpness_ratio) == (tmp_path, "passthrough", 0.5)
+def test_dry_run_prints_plan_resources_and_dependencies_without_a_cluster(tmp_path):
+    raw = tmp_path / "raw"
+    generate_scenes(raw, n_scenes=2, n_frames=2, size=(16, 16))
+    args = ["focus", "run", "--raw-root", str(raw), "--out-root", str(tmp_path / "out")]
+    args += ["--min-frames", "2", "--executor", "slurm", "--dry-run", "--max-coc", "from-stats"]
+    # No SLURM client on PATH: nothing can be submitted, resources cannot be checked.
+    result = subprocess.run(
+        [sys.executable, "-m", "trainset.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(tmp_path / "no-slurm")},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for expected in (
+        "#SBATCH --partition=gpu",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --mem=48G",
+        "#SBATCH --time=06:00:00",
+        "#SBATCH --mem=80G",
+        "#SBATCH --partition=cpu",
+        "#SBATCH --mem=16G",
+        "# resources not checked: no SLURM controller answers `scontrol ping`",
+    ):
+        assert expected in lines
+    sbatch = [line for line in lines if line.startswith("JOB_")]
+    assert len(sbatch) == 5
+    assert "--array=0-1%32" in sbatch[0]
+    assert (
+        '--array=0-1%16 "--dependency=aftercorr:$JOB_deblur_0_0" --kill-on-invalid-dep=yes'
+        in (sbatch[1])
+    )
+    assert '"--dependency=afterany:$JOB_depth_0_0" --kill-on-invalid-dep=yes' in sbatch[2]
+    assert sbatch[2].startswith("JOB_calibrate=")
+    assert (
+        '--array=0-1%16 "--dependency=aftercorr:$JOB_depth_0_0,afterok:$JOB_calibrate"' in sbatch[3]
+    )
+    assert '"--dependency=afterany:$JOB_render_0_0" --kill-on-invalid-dep=yes' in sbatch[4]
+    assert not (tmp_path / "out" / "slurm" / "jobs.json").exists()
+    assert not (tmp_path / "out" / "scene_index.json").exists()
