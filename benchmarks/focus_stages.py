@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from trainset.focus.depth import DEFAULT_CONSISTENCY_THRESHOLD, DEFAULT_MEDIAN_RANGE_M
 from trainset.focus.index import build_index
 from trainset.focus.stages import DEBLUR, DEPTH
 from trainset.focus.synthetic import generate_scenes
-from trainset.pipeline.runner import run_stage, scene_ids
+from trainset.pipeline.runner import pool_start_method, run_stage, scene_ids
 
 DEBLUR_PARAMS = {
     "backend": "passthrough",
@@ -51,6 +53,30 @@ def run_once(raw: Path, out: Path, workers: int, min_frames: int) -> tuple[float
         raise SystemExit(f"stage failed:\n{first.report()}\n{second.report()}")
     frames = sum(o.counts.get("frames", 0) for o in second.outcomes)
     return elapsed, frames
+
+
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def cpu_ceiling(workers: int, n: int = 3_000_000) -> float:
+    """Speed-up of ``workers`` processes over 1 on pure CPU work, measured now.
+
+    On a shared machine other processes' load caps what any pool can reach; this shows the cap.
+    """
+    start = time.perf_counter()
+    for _ in range(workers):
+        _burn(n)
+    serial = time.perf_counter() - start
+    context = multiprocessing.get_context(pool_start_method())
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        start = time.perf_counter()
+        list(pool.map(_burn, [n] * workers))
+        parallel = time.perf_counter() - start
+    return serial / parallel
 
 
 def main() -> None:
@@ -83,6 +109,12 @@ def main() -> None:
                 elapsed, frames = run_once(raw, out, workers, min(args.frames, 16))
                 best[workers] = min(best.get(workers, elapsed), elapsed)
         base_rate = frames / best[args.workers[0]]
+        for workers in args.workers:
+            if workers > 1:
+                print(
+                    f"cpu ceiling now: {workers} processes do {cpu_ceiling(workers):.2f}x "
+                    "the work of 1 (load from other processes lowers it)"
+                )
         for workers in args.workers:
             rate = frames / best[workers]
             print(

@@ -1,6 +1,8 @@
-"""``trainset demo``: run the main job on built-in synthetic data.
+"""``trainset demo``: run the main jobs on built-in synthetic data.
 
-For now that is the ptychography demo (:func:`trainset.ptycho.run_ptycho_demo`).
+First the focus pipeline (:func:`trainset.focus.demo.run_focus_demo`: synthetic scenes with
+known depth -> index, deblur, depth, calibrate, render, validate), then the ptychography demo
+(:func:`trainset.ptycho.run_ptycho_demo`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from trainset.cli import EXIT_FAILURES, EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
+    from trainset.focus.demo import focus_demo_summary, run_focus_demo
     from trainset.ptycho import run_ptycho_demo
 
+    focus = run_focus_demo(args.out / "focus")
+    focus_ok = focus.exit_code == EXIT_OK and not focus.report.get("failed_scenes", [None])
     result = run_ptycho_demo(args.out)
     print("ptychography demo")
     print(f"  synthetic legacy source (64,64,1087) float64: {result['source']}")
@@ -24,7 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     print("  check of the fixture:")
     for line in result["check_report"].splitlines():
         print(f"    {line}")
-    return EXIT_OK if result["check_ok"] else EXIT_FAILURES
+    print(focus_demo_summary(focus))
+    return EXIT_OK if result["check_ok"] and focus_ok else EXIT_FAILURES
 
 
 def register(sub: argparse._SubParsersAction) -> None:

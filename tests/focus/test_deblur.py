@@ -218,3 +218,20 @@ def test_unknown_deblur_backend_is_an_input_error():
 def test_unknown_backend_option_is_an_input_error():
     with pytest.raises(InputError, match="rejected its options"):
         make_deblur_backend("passthrough", strength="2")
+
+
+def test_model_backend_runs_as_a_stage_and_logs_a_finite_psnr(small_raw, tmp_path):
+    out = _indexed(small_raw, tmp_path)
+    params = {
+        "backend": "unsharp",
+        "options": {"amount": "0.5"},
+        "backend_params": {},
+        "sharpness_ratio": 0.25,
+    }
+    assert run_stage(DEBLUR, out, ["scene_000"], params).exit_code == 0
+    raw = read_png(small_raw / "scene_000" / "frame_0002.png")
+    sharp = read_png(out / "scene_000" / "frames_sharp" / "frame_0002.png")
+    assert sharp.shape == raw.shape and not np.array_equal(sharp, raw)
+    rows = list(csv.reader((out / "logs" / "deblur_psnr.csv").open()))
+    assert rows[1][:2] == ["scene_000", "6"]
+    assert 20.0 < float(rows[1][2]) < 60.0

@@ -174,7 +174,7 @@ def test_depth_before_deblur_is_blocked(small_raw, tmp_path):
     build_index(small_raw, out, min_frames=4)
     summary = run_stage(DEPTH, out, scene_ids(out), PROVIDED)
     assert summary.exit_code == 2
-    assert summary.outcomes[0].message == "deblur not done: run `trainset focus deblur` first"
+    assert summary.outcomes[0].message == "deblur not done: run stage deblur first"
 
 
 def test_load_depth_file_reads_npz_and_16bit_png_in_metres(tmp_path):

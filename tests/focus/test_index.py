@@ -160,3 +160,32 @@ def test_min_frames_below_one_is_an_input_error(tmp_path):
     _scene(tmp_path / "raw", "a")
     with pytest.raises(InputError, match="minimum frame count must be positive"):
         build_index(tmp_path / "raw", tmp_path / "out", min_frames=0)
+
+
+def test_parallel_validation_gives_the_same_index_as_serial(tmp_path):
+    raw = tmp_path / "raw"
+    for name in ("a", "b", "c"):
+        _scene(raw, name)
+    _scene(raw, "short", n=1)
+    serial = build_index(raw, tmp_path / "one", min_frames=2)
+    parallel = build_index(raw, tmp_path / "two", min_frames=2, workers=2)
+    assert parallel.scenes == serial.scenes
+    assert parallel.rejected == serial.rejected == {"short": "only 1 frames (minimum 2)"}
+    assert (tmp_path / "one" / "scene_index.json").read_bytes() == (
+        tmp_path / "two" / "scene_index.json"
+    ).read_bytes()
+
+
+def test_reindexing_a_scene_whose_frames_changed_removes_its_deblur_sentinel(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _scene(raw, "a", n=3)
+    _scene(raw, "b", n=3)
+    build_index(raw, out, min_frames=2)
+    for sid in ("a", "b"):
+        (out / sid / "frames_sharp").mkdir(parents=True)
+        (out / sid / "frames_sharp" / ".done").write_text("{}")
+    (raw / "a" / "frame_0002.png").unlink()
+    result = build_index(raw, out, min_frames=2)
+    assert result.changed == ["a"]
+    assert not (out / "a" / "frames_sharp" / ".done").exists()
+    assert (out / "b" / "frames_sharp" / ".done").exists()

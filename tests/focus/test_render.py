@@ -163,3 +163,9 @@ def test_unknown_renderer_is_refused():
         InputError, match=r"renderer.*unknown renderer.*expected layered, found bokehnet"
     ):
         make_renderer("bokehnet")
+
+
+def test_blur_wider_than_the_image_keeps_a_constant_image_constant(renderer):
+    image = np.full((12, 10, 3), (90, 140, 250), np.uint8)
+    coc = np.linspace(-70, 60, 120, dtype=np.float32).reshape(12, 10)
+    assert np.array_equal(renderer.render(image, coc), image)

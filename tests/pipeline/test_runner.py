@@ -101,8 +101,13 @@ def test_scene_whose_required_stage_is_not_done_is_blocked_with_the_stage_to_run
     summary = run_stage(SECOND, tmp_path, ["a", "b"], {})
     assert [o.status for o in summary.outcomes] == ["done", "blocked"]
     assert summary.exit_code == 2
-    assert summary.outcomes[1].message == "toy_first not done: run `trainset focus toy_first` first"
+    assert summary.outcomes[1].message == "toy_first not done: run stage toy_first first"
     assert _runs(tmp_path, "b", "second") == 0
+
+
+def test_blocked_message_names_the_command_when_given_a_prefix(tmp_path):
+    summary = run_stage(SECOND, tmp_path, ["a"], {}, command_prefix="trainset toy")
+    assert summary.outcomes[0].message == "toy_first not done: run `trainset toy toy_first` first"
 
 
 def test_redoing_a_required_stage_makes_the_dependent_stage_stale(tmp_path):

@@ -55,7 +55,13 @@ def run_scene_stage(args: argparse.Namespace, stage_name: str, params: Mapping[s
     stage = get_stage(stage_name)
     scenes = select_scenes(args.out_root, scene=args.scene, task_index=args.task_index)
     summary = run_stage(
-        stage, args.out_root, scenes, params, workers=args.workers, force=args.force
+        stage,
+        args.out_root,
+        scenes,
+        params,
+        workers=args.workers,
+        force=args.force,
+        command_prefix="trainset focus",
     )
     print(summary.report())
     return summary.exit_code
@@ -64,7 +70,13 @@ def run_scene_stage(args: argparse.Namespace, stage_name: str, params: Mapping[s
 def _index(args: argparse.Namespace) -> int:
     from trainset.focus.index import build_index
 
-    result = build_index(args.raw_root, args.out_root, min_frames=args.min_frames, seed=args.seed)
+    result = build_index(
+        args.raw_root,
+        args.out_root,
+        min_frames=args.min_frames,
+        seed=args.seed,
+        workers=args.workers,
+    )
     print(result.report())
     return EXIT_OK
 
@@ -181,6 +193,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
     p.add_argument(*flag("--min-frames"), dest="min_frames", type=int, default=DEFAULT_MIN_FRAMES)
     p.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED, help="split seed (plan: 42)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="scenes validated in parallel (processes)"
+    )
     p.set_defaults(func=_index)
 
     p = focus.add_parser("deblur", help="sharp frames (frames_sharp/)", epilog=epilog)

@@ -148,7 +148,8 @@ def with_oom_retry(run: Callable[[int], T], batch_size: int) -> T:
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
-        first = exc
+        # Keep only the message: the exception's traceback holds frames that hold GPU tensors.
+        first = str(exc)
     _empty_cuda_cache()
     half = max(batch_size // 2, 1)
     try:

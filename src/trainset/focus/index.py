@@ -10,14 +10,17 @@ optional ``depth/`` folder beside the frames. Output: ``{out_root}/scene_index.j
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from trainset.errors import InputError
+from trainset.focus.deblur import SHARP_DIR
 from trainset.pipeline.dataset_files import (
     LOGS_DIR,
     out_root_lock,
@@ -25,7 +28,8 @@ from trainset.pipeline.dataset_files import (
     safe_text,
     write_text_if_changed,
 )
-from trainset.pipeline.runner import SCENE_INDEX
+from trainset.pipeline.runner import SCENE_INDEX, pool_start_method
+from trainset.store.sentinels import sentinel_path
 
 # The plan's accepted frame extensions (compared lower-cased).
 VALID_EXTS = {".jpg", ".jpeg", ".png"}
@@ -109,6 +113,32 @@ def validate_scene(frames: list[Path], min_frames: int) -> tuple[bool, str]:
     return True, "ok"
 
 
+@dataclass(frozen=True)
+class InspectedScene:
+    """One scene folder after scanning and validation."""
+
+    scene_id: str
+    frames: list[Path]
+    ignored: list[str]
+    ok: bool
+    reason: str
+
+
+def inspect_scene(scene_dir: Path, min_frames: int) -> InspectedScene:
+    """Scan and validate one scene folder (module level so a process pool can run it)."""
+    frames, ignored = scan_scene(scene_dir)
+    ok, reason = validate_scene(frames, min_frames)
+    return InspectedScene(scene_dir.name, frames, ignored, ok, reason)
+
+
+def _inspect_all(dirs: list[Path], min_frames: int, workers: int) -> list[InspectedScene]:
+    if workers == 1 or len(dirs) < 2:
+        return [inspect_scene(d, min_frames) for d in dirs]
+    context = multiprocessing.get_context(pool_start_method())
+    with ProcessPoolExecutor(max_workers=min(workers, len(dirs)), mp_context=context) as pool:
+        return list(pool.map(inspect_scene, dirs, [min_frames] * len(dirs)))
+
+
 @dataclass
 class IndexResult:
     """Accepted scenes with their frames and splits, rejected scenes with reasons."""
@@ -116,6 +146,7 @@ class IndexResult:
     scenes: dict[str, dict[str, object]] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     ignored: dict[str, list[str]] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
 
     def report(self) -> str:
         """Short summary with one line per rejected scene."""
@@ -127,6 +158,10 @@ class IndexResult:
             f"{sum(len(v) for v in self.ignored.values())} non-image files ignored"
         ]
         lines += [f"  rejected {sid}: {why}" for sid, why in sorted(self.rejected.items())]
+        lines += [
+            f"  frames of {sid} changed since the last index: its sharp frames will be redone"
+            for sid in self.changed
+        ]
         return "\n".join(lines)
 
 
@@ -136,10 +171,12 @@ def build_index(
     *,
     min_frames: int = DEFAULT_MIN_FRAMES,
     seed: int = DEFAULT_SPLIT_SEED,
+    workers: int = 1,
 ) -> IndexResult:
     """Scan, validate and split ``raw_root``; write the index, splits and logs under ``out_root``.
 
-    Files are only rewritten when their content changes.
+    ``workers`` processes validate scenes in parallel. Files are only rewritten when their
+    content changes.
     """
     raw = Path(raw_root)
     if not raw.is_dir():
@@ -153,23 +190,23 @@ def build_index(
         )
     result = IndexResult()
     accepted: dict[str, list[Path]] = {}
+    candidates: list[Path] = []
     for entry in sorted(raw.iterdir()):
         if not entry.is_dir():
             result.ignored.setdefault(".", []).append(safe_text(entry.name))
             continue
-        name = safe_text(entry.name)
         reason = unsafe_reason(entry.name)
         if reason is not None:
-            result.rejected[name] = reason
+            result.rejected[safe_text(entry.name)] = reason
             continue
-        frames, ignored = scan_scene(entry)
-        if ignored:
-            result.ignored[entry.name] = ignored
-        ok, reason = validate_scene(frames, min_frames)
-        if not ok:
-            result.rejected[entry.name] = reason
-            continue
-        accepted[entry.name] = frames
+        candidates.append(entry)
+    for inspected in _inspect_all(candidates, min_frames, workers):
+        if inspected.ignored:
+            result.ignored[inspected.scene_id] = inspected.ignored
+        if inspected.ok:
+            accepted[inspected.scene_id] = inspected.frames
+        else:
+            result.rejected[inspected.scene_id] = inspected.reason
     if not accepted:
         raise InputError(
             "no usable scene in the raw root",
@@ -192,9 +229,31 @@ def build_index(
     return result
 
 
+def _invalidate_changed_scenes(out: Path, scenes: dict[str, dict[str, object]]) -> list[str]:
+    """Remove the deblur sentinel of scenes whose frame list differs from the previous index,
+    so the next ``deblur`` redoes them (and ``depth`` after it); return their ids."""
+    path = out / SCENE_INDEX
+    if not path.exists():
+        return []
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(old, dict):
+        return []
+    changed = []
+    for sid, entry in scenes.items():
+        previous = old.get(sid)
+        if isinstance(previous, dict) and previous.get("frames") != entry["frames"]:
+            sentinel_path(out / sid / SHARP_DIR).unlink(missing_ok=True)
+            changed.append(sid)
+    return changed
+
+
 def _write_index(out: Path, result: IndexResult) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with out_root_lock(out):
+        result.changed = _invalidate_changed_scenes(out, result.scenes)
         for sid, entry in result.scenes.items():
             write_text_if_changed(out / sid / SPLIT_FILE, str(entry["split"]))
         write_text_if_changed(out / SCENE_INDEX, json.dumps(result.scenes, indent=2) + "\n")

@@ -188,10 +188,12 @@ def run_stage(
     workers: int = 1,
     force: bool = False,
     stream: TextIO | None = None,
+    command_prefix: str | None = None,
 ) -> StageSummary:
     """Run ``stage`` over ``scenes`` with ``workers`` processes (1: in this process).
 
-    ``force`` redoes scenes whose sentinel is current. The parameters are recorded as section
+    ``force`` redoes scenes whose sentinel is current. A blocked scene's message names the
+    stage to run first, as a command when ``command_prefix`` is given (``trainset focus``). The parameters are recorded as section
     ``stage.name`` of ``{out_root}/config.yaml``. Returns every scene's outcome.
     """
     if workers < 1:
@@ -209,7 +211,10 @@ def run_stage(
             continue
         missing = missing_requirements(stage, root, scene_id)
         if missing:
-            hint = ", ".join(f"`trainset focus {name}`" for name in missing)
+            hint = ", ".join(
+                f"`{command_prefix} {name}`" if command_prefix else f"stage {name}"
+                for name in missing
+            )
             outcomes[scene_id] = SceneOutcome(
                 scene_id, "blocked", message=f"{'/'.join(missing)} not done: run {hint} first"
             )
