@@ -116,6 +116,9 @@ def depth_params(args: argparse.Namespace) -> dict[str, Any]:
         options["checkpoint"] = str(args.checkpoint)
     if args.depth_scale is not None:
         options["depth_scale"] = args.depth_scale
+    for key in ("encoder", "input_size", "device"):  # vda options, passed only when given
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
     low, high = args.median_range
     if not 0 < low < high:
         raise InputError(
@@ -217,6 +220,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_scene_options(p)
     p.add_argument("--backend", default="provided", help="provided | vda")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint (vda)")
+    p.add_argument(
+        "--encoder",
+        choices=["vits", "vitb", "vitl"],
+        help="vda model size (default: inferred from the checkpoint)",
+    )
+    p.add_argument(
+        *flag("--input-size"),
+        dest="input_size",
+        type=int,
+        help="vda: short side fed to the model, multiple of 14 (default 518)",
+    )
+    p.add_argument("--device", help="vda: auto (default), cpu, cuda or cuda:N")
     p.add_argument(
         *flag("--depth-scale"),
         dest="depth_scale",

@@ -1,1 +1,36 @@
 """Fast batch readers over shards, samplers, buffer reuse and on-device augmentation."""
+
+from trainset.loading.augment import N_D4, apply_d4, d4_codes, d4_copy_into, d4_view
+from trainset.loading.buffers import BatchBuffers, fill_batch
+from trainset.loading.dataset import (
+    BatchRows,
+    ShardDataset,
+    copy_batch,
+    keep_batch,
+    shard_dataloader,
+)
+from trainset.loading.loader import AUGMENT_MODES, ThreadedLoader
+from trainset.loading.sampler import EpochSampler, SampleBatch
+from trainset.loading.shards import ReadPlan, ShardInfo, ShardReader
+
+__all__ = [
+    "AUGMENT_MODES",
+    "N_D4",
+    "BatchBuffers",
+    "BatchRows",
+    "EpochSampler",
+    "ReadPlan",
+    "SampleBatch",
+    "ShardDataset",
+    "ShardInfo",
+    "ShardReader",
+    "ThreadedLoader",
+    "apply_d4",
+    "copy_batch",
+    "d4_codes",
+    "d4_copy_into",
+    "d4_view",
+    "fill_batch",
+    "keep_batch",
+    "shard_dataloader",
+]

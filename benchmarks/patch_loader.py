@@ -1,0 +1,429 @@
+"""Patch loader throughput: the ceiling, the SAR plan's LazyPatchDataset, and trainset.loading.
+
+Builds synthetic page-aligned shards of 256x256 float32 patches (``--size-gb``, 4 GB by default
+as the issue asks; ``--size-gb 0.25 --seconds 1`` is a quick try), then measures, interleaved
+round by round so that machine noise hits every contender alike:
+
+- ceiling:   random 256 KiB ``os.preadv`` into a batch buffer, ``--threads`` threads
+- baseline:  the plan's ``LazyPatchDataset`` (``np.load(mmap_mode='r')[i].copy()`` per item,
+             numpy flips/rot90) under ``DataLoader(shuffle=True)``, 0 workers
+- ours/dev:  ``ThreadedLoader``, D4 left to the device (``augment="device"`` with CUDA,
+             ``"deferred"`` without: the codes come with the batch, the GPU applies them)
+- ours/cpu:  ``ThreadedLoader`` with D4 fused into the single CPU copy
+- dl/recycled: ``ShardDataset`` under a DataLoader with 2 workers, recycled shared buffers
+- dl/stock:  the same dataset under a stock DataLoader (default collate, fresh tensors)
+- sar/dm:    ``SARDataModule(...).train_dataloader()`` (LazyPatchDataset on trainset.loading,
+             D4 fused on the CPU, ``--threads`` workers): what a user of the plan's API gets
+
+``--cold`` then compares random patch reads from a dropped page cache: mmap page faults against
+explicit reads with many in flight. The cache is dropped through ``/proc/sys/vm/drop_caches``
+when that is writable (root on a real machine), else by ``posix_fadvise(DONTNEED)`` per shard.
+Only ratios from one run mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from trainset.loading import (
+    EpochSampler,
+    ShardDataset,
+    ShardReader,
+    ThreadedLoader,
+    shard_dataloader,
+)
+from trainset.sar.datamodule import SARDataModule
+from trainset.sar.manifest import FORMAT, VERSION, write_manifest
+from trainset.store import NPY_ALIGN, atomic_path
+from trainset.store.codecs import npy_header_bytes
+
+PATCH = 256
+
+
+# -- synthetic shards ------------------------------------------------------------------------
+def build_shards(root: Path, size_gb: float, per_shard: int) -> list[Path]:
+    """Write shards totalling ``size_gb`` GB; record r carries r in its pixel (0, 0)."""
+    rec_bytes = PATCH * PATCH * 4
+    total = max(per_shard, int(size_gb * 1e9 // rec_bytes))
+    block = np.random.default_rng(0).random((64, PATCH, PATCH), dtype=np.float32)
+    paths: list[Path] = []
+    first = 0
+    while first < total:
+        n = min(per_shard, total - first)
+        path = root / f"shard_{len(paths):05d}.npy"
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(npy_header_bytes((n, PATCH, PATCH), np.float32, align=NPY_ALIGN))
+            for a in range(0, n, len(block)):
+                chunk = block[: min(len(block), n - a)].copy()
+                chunk[:, 0, 0] = np.arange(first + a, first + a + len(chunk))
+                fh.write(chunk.data)
+        paths.append(path)
+        first += n
+    return paths
+
+
+def write_bench_manifest(root: Path, reader: ShardReader) -> None:
+    """A SAR manifest over the synthetic shards (one source, no clip bounds)."""
+    n = len(reader)
+    write_manifest(
+        root,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "patch_size": PATCH,
+            "stride": PATCH,
+            "units": "intensity",
+            "dtype": "float32",
+            "channels": 1,
+            "shards": [
+                {"path": Path(s.path).name, "count": s.count, "sha256": None} for s in reader.shards
+            ],
+            "patches": {"source": [0] * n, "band": [0] * n, "row": [0] * n, "col": list(range(n))},
+            "sources": [{"path": "synthetic"}],
+        },
+    )
+
+
+# -- the plan's LazyPatchDataset, reproduced as the baseline ---------------------------------
+class PlanLazyPatchDataset(Dataset[torch.Tensor]):
+    """The SAR plan's LazyPatchDataset, as written there (file index instead of metadata.npy)."""
+
+    def __init__(self, file_index: list[tuple[str, int]], augment: bool = True, shuffle_seed=42):
+        self.file_index = file_index
+        self.augment = augment
+        self.cumsum = [0]
+        for _, count in self.file_index:
+            self.cumsum.append(self.cumsum[-1] + count)
+        self.total = self.cumsum[-1]
+        if shuffle_seed is not None:
+            rng = np.random.default_rng(shuffle_seed)
+            self.shuffle_idx = rng.permutation(self.total)
+        else:
+            self.shuffle_idx = np.arange(self.total)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __getitem__(self, idx: int) -> torch.Tensor:
+        real_idx = self.shuffle_idx[idx]
+        file_idx = np.searchsorted(self.cumsum[1:], real_idx, side="right")
+        local_idx = real_idx - self.cumsum[file_idx]
+        fpath, _ = self.file_index[file_idx]
+        patch = np.load(fpath, mmap_mode="r")[local_idx].copy()
+        if self.augment:
+            patch = self._augment(patch)
+        return torch.from_numpy(patch).unsqueeze(0).float()
+
+    def _augment(self, patch: np.ndarray) -> np.ndarray:
+        if np.random.random() > 0.5:
+            patch = np.fliplr(patch).copy()
+        if np.random.random() > 0.5:
+            patch = np.flipud(patch).copy()
+        k = np.random.randint(0, 4)
+        if k > 0:
+            patch = np.rot90(patch, k).copy()
+        return patch
+
+
+# -- contenders ------------------------------------------------------------------------------
+def timed(batches: Iterable[object], seconds: float, size: Callable[[object], int]) -> float:
+    """Patches per second drawn from ``batches`` for about ``seconds``."""
+    it = iter(batches)
+    n = 0
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    for b in it:
+        n += size(b)
+        if time.perf_counter() >= deadline:
+            break
+    elapsed = time.perf_counter() - t0
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+    return n / elapsed
+
+
+def batch_size_of(b: object) -> int:
+    x = b[0] if isinstance(b, tuple) else b
+    assert isinstance(x, torch.Tensor)
+    return int(x.shape[0])
+
+
+def ceiling(reader: ShardReader, batch: int, threads: int, seconds: float, seed: int) -> float:
+    """Random whole-record ``preadv`` into rows of a batch buffer, ``threads`` threads."""
+    rb = reader.record_bytes
+    shards = reader.shards
+    counts = np.array([s.count for s in shards])
+    fds = [os.open(s.path, os.O_RDONLY) for s in shards]
+    done = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def work(t: int) -> None:
+        rng = np.random.default_rng(seed + t)
+        buf = np.empty((batch, rb), np.uint8)
+        rows = [memoryview(buf[i]) for i in range(batch)]
+        while time.perf_counter() < stop:
+            which = rng.integers(0, len(shards), batch)
+            local = (rng.random(batch) * counts[which]).astype(np.int64)
+            for i in range(batch):
+                s = int(which[i])
+                os.preadv(fds[s], [rows[i]], shards[s].data_offset + int(local[i]) * rb)
+            done[t] += batch
+
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    rate = sum(done) / (time.perf_counter() - t0)
+    for fd in fds:
+        os.close(fd)
+    return rate
+
+
+# -- cold cache ------------------------------------------------------------------------------
+def drop_cache(reader: ShardReader) -> str:
+    """Drop the shards from the page cache; returns how."""
+    how = ["posix_fadvise(DONTNEED)"]
+    reader.evict()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+        how.append("drop_caches")
+    except OSError:
+        pass
+    return " + ".join(how)
+
+
+def cold_mmap(reader: ShardReader, picks: np.ndarray, threads: int, willneed: bool) -> float:
+    """Random patches copied out of mmap views (page faults), ``threads`` threads.
+
+    With ``willneed`` every picked record is first announced with ``madvise(MADV_WILLNEED)``.
+    """
+    maps = []
+    views = []
+    for s in reader.shards:
+        with open(s.path, "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        maps.append(mm)
+        count = s.count * reader.record_shape[0] * reader.record_shape[1]
+        views.append(
+            np.frombuffer(mm, reader.dtype, count, s.data_offset).reshape(
+                s.count, *reader.record_shape
+            )
+        )
+    shard, offset = reader.locate(picks)
+    local = picks - reader.starts[shard]
+    parts = np.array_split(np.arange(len(picks)), threads)
+    t0 = time.perf_counter()
+    if willneed:
+        for s, pos in zip(shard, offset):
+            maps[int(s)].madvise(mmap.MADV_WILLNEED, int(pos), reader.record_bytes)
+
+    def work(rows: np.ndarray) -> None:
+        out = np.empty(reader.record_shape, reader.dtype)
+        for k in rows:
+            np.copyto(out, views[int(shard[k])][int(local[k])])
+
+    workers = [threading.Thread(target=work, args=(p,)) for p in parts]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    rate = len(picks) / (time.perf_counter() - t0)
+    views.clear()  # release the buffers before closing the maps
+    for mm in maps:
+        mm.close()
+    return rate
+
+
+def cold_loader(reader: ShardReader, picks: np.ndarray, batch: int, threads: int, ra: int) -> float:
+    """The same patches through ThreadedLoader: ``threads`` reads in flight, fadvise ahead."""
+    sampler = EpochSampler(picks, batch, shuffle=False)
+    loader = ThreadedLoader(
+        reader, sampler, threads=threads, prefetch=threads + 2, readahead=ra, pin=False
+    )
+    t0 = time.perf_counter()
+    n = 0
+    for b in loader:
+        n += int(b.shape[0])
+    return n / (time.perf_counter() - t0)
+
+
+# -- main ------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-gb", type=float, default=4.0, help="synthetic set size (GB)")
+    ap.add_argument("--dir", type=Path, default=None, help="where to build shards (kept)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0, help="per contender per round")
+    ap.add_argument("--cold", action="store_true", help="also measure from a dropped cache")
+    ap.add_argument("--cold-patches", type=int, default=2000)
+    ap.add_argument("--cold-threads", type=int, default=16)
+    ap.add_argument("--cold-readahead", type=int, default=4, help="batches announced ahead")
+    args = ap.parse_args(argv)
+
+    own_dir = args.dir is None
+    root = Path(tempfile.mkdtemp(prefix="trainset-patch-bench-")) if own_dir else args.dir
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        return run(args, root)
+    finally:
+        if own_dir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, root: Path) -> int:
+    existing = sorted(root.glob("shard_*.npy"))
+    t0 = time.perf_counter()
+    paths = existing or build_shards(root, args.size_gb, per_shard=1024)
+    reader = ShardReader(paths)
+    gb = len(reader) * reader.record_bytes / 1e9
+    print(
+        f"{len(reader)} patches of {PATCH}x{PATCH} float32 in {len(paths)} shards ({gb:.2f} GB), "
+        f"{'reused' if existing else f'built in {time.perf_counter() - t0:.1f} s'} at {root}"
+    )
+    cuda = torch.cuda.is_available()
+    print(
+        f"batch {args.batch}, {args.threads} threads, {os.cpu_count()} cpus, "
+        f"cuda={'yes: ' + torch.cuda.get_device_name() if cuda else 'no'}"
+    )
+
+    # Correctness first: ours equals np.load, record by record.
+    sample = np.random.default_rng(1).choice(len(reader), 64, replace=False)
+    got = reader.read(sample)
+    assert np.array_equal(got[:, 0, 0], sample.astype(np.float32)), "records out of place"
+
+    write_bench_manifest(root, reader)
+    file_index = [(s.path, s.count) for s in reader.shards]
+    baseline_ds = PlanLazyPatchDataset(file_index, augment=True)
+    dev_mode = "device" if cuda else "deferred"
+    dev = torch.device("cuda") if cuda else None
+
+    contenders: dict[str, Callable[[int], float]] = {
+        "ceiling": lambda r: ceiling(reader, args.batch, args.threads, args.seconds, r),
+        "baseline": lambda r: timed(
+            DataLoader(baseline_ds, batch_size=args.batch, shuffle=True, num_workers=0),
+            args.seconds,
+            batch_size_of,
+        ),
+        f"ours/{dev_mode}": lambda r: timed(
+            ThreadedLoader(
+                reader,
+                EpochSampler(len(reader), args.batch, seed=r),
+                threads=args.threads,
+                augment=dev_mode,
+                device=dev,
+            ),
+            args.seconds,
+            batch_size_of,
+        ),
+        "ours/cpu": lambda r: timed(
+            ThreadedLoader(
+                reader,
+                EpochSampler(len(reader), args.batch, seed=r),
+                threads=args.threads,
+                augment="cpu",
+            ),
+            args.seconds,
+            batch_size_of,
+        ),
+        "dl/recycled": lambda r: timed(
+            shard_dataloader(
+                ShardDataset(reader),
+                EpochSampler(len(reader), args.batch, seed=r),
+                num_workers=args.threads,
+            ),
+            args.seconds,
+            batch_size_of,
+        ),
+        "sar/dm": lambda r: timed(
+            SARDataModule(
+                root, val_fraction=0.0, batch_size=args.batch, num_workers=args.threads, seed=r
+            ).train_dataloader(),
+            args.seconds,
+            batch_size_of,
+        ),
+        "dl/stock": lambda r: timed(
+            DataLoader(
+                ShardDataset(reader),
+                batch_size=args.batch,
+                shuffle=True,
+                num_workers=args.threads,
+            ),
+            args.seconds,
+            batch_size_of,
+        ),
+    }
+    results: dict[str, list[float]] = {k: [] for k in contenders}
+    for r in range(args.rounds):
+        line = []
+        for name, fn in contenders.items():
+            rate = fn(r)
+            results[name].append(rate)
+            line.append(f"{name} {rate:,.0f}")
+        print(f"round {r + 1}: " + " | ".join(line) + " patches/s", flush=True)
+
+    med = {k: float(np.median(v)) for k, v in results.items()}
+    print("\nmedian patches/s and ratios (same run):")
+    for name, rate in med.items():
+        print(
+            f"  {name:14s} {rate:>10,.0f}   x{rate / med['baseline']:6.1f} baseline   "
+            f"{rate / med['ceiling']:5.2f} of ceiling"
+        )
+    dev_ratio = med[f"ours/{dev_mode}"] / med["baseline"]
+    dev_ceiling = med[f"ours/{dev_mode}"] / med["ceiling"]
+    cpu_ratio = med["ours/cpu"] / med["baseline"]
+    print(
+        f"\nacceptance: ours/{dev_mode} {dev_ratio:.1f}x baseline (>= 10) and {dev_ceiling:.2f} of "
+        f"ceiling (>= 0.8); ours/cpu {cpu_ratio:.1f}x baseline (>= 5)"
+    )
+    if args.cold:
+        cold(args, reader)
+    return 0
+
+
+def cold(args: argparse.Namespace, reader: ShardReader) -> None:
+    picks = np.random.default_rng(7).choice(len(reader), args.cold_patches, replace=False)
+    picks = picks.astype(np.int64)
+    print(f"\ncold cache, {len(picks)} random patches per measurement:")
+    rates: dict[str, float] = {}
+    for name, fn in (
+        ("mmap faults, 1 thread", lambda: cold_mmap(reader, picks, 1, False)),
+        (
+            f"mmap faults, {args.threads} threads",
+            lambda: cold_mmap(reader, picks, args.threads, False),
+        ),
+        ("mmap + madvise(WILLNEED)", lambda: cold_mmap(reader, picks, args.threads, True)),
+        ("preadv, 1 in flight", lambda: cold_loader(reader, picks, args.batch, 1, 0)),
+        (
+            f"preadv, {args.cold_threads} in flight + fadvise",
+            lambda: cold_loader(reader, picks, args.batch, args.cold_threads, args.cold_readahead),
+        ),
+    ):
+        how = drop_cache(reader)
+        rates[name] = fn()
+        print(f"  {name:34s} {rates[name]:>9,.0f} patches/s   (cache dropped by {how})", flush=True)
+    best = rates[f"preadv, {args.cold_threads} in flight + fadvise"]
+    faults = rates[f"mmap faults, {args.threads} threads"]
+    print(f"acceptance: explicit reads {best / faults:.1f}x mmap page faults (>= 3)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

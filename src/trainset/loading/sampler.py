@@ -1,0 +1,174 @@
+"""Batches of record indices, shuffled by (seed, epoch), resumable mid-epoch.
+
+The whole order of an epoch is a function of (seed, epoch) alone, so every thread or worker
+count produces the same batches, and a run resumed at (epoch, batch) continues exactly where it
+stopped. D4 augmentation codes are a function of (seed, epoch, record) (see
+:func:`trainset.loading.augment.d4_codes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trainset.errors import InputError
+from trainset.loading.augment import d4_codes
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    """One batch request: record indices (B,) int64, in the order they appear in the batch."""
+
+    indices: np.ndarray
+    epoch: int
+    number: int
+    seed: int
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def codes(self) -> np.ndarray:
+        """D4 codes (B,) uint8 of this batch's records."""
+        return d4_codes(self.seed, self.epoch, self.indices)
+
+
+class EpochSampler:
+    """Yields :class:`SampleBatch` objects over records, ``batch_size`` at a time.
+
+    ``records`` is a count n (records 0..n-1) or an array of the record indices to draw from
+    (a train or validation subset).
+
+    With ``shuffle`` the order of epoch ``e`` is a permutation drawn from (seed, e); without it
+    records come in order. Iterating runs the current epoch from the resume point and then moves
+    on to the next epoch, so ``for batch in sampler`` twice gives two different epochs.
+    It also serves as ``batch_sampler`` of a ``torch.utils.data.DataLoader``.
+    """
+
+    def __init__(
+        self,
+        records: int | np.ndarray,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        epoch: int = 0,
+    ) -> None:
+        if isinstance(records, (int, np.integer)):
+            if records < 0:
+                raise InputError("record count must be >= 0", expected=">= 0", found=records)
+            self.records: np.ndarray | None = None
+            self.n = int(records)
+        else:
+            arr = np.asarray(records)
+            if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+                raise InputError(
+                    "records must be a count or a 1-D integer array",
+                    expected="int or (n,) int",
+                    found=f"{arr.shape} {arr.dtype}",
+                )
+            if arr.size and int(arr.min()) < 0:
+                raise InputError("record indices must be >= 0", found=int(arr.min()))
+            self.records = arr.astype(np.int64)
+            self.n = len(arr)
+        if batch_size < 1:
+            raise InputError("batch size must be >= 1", expected=">= 1", found=batch_size)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self._epoch = int(epoch)
+        self._next = 0
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def end(self) -> int:
+        """One past the largest record index this sampler can give."""
+        if self.records is None:
+            return self.n
+        return int(self.records.max()) + 1 if self.n else 0
+
+    # -- order ---------------------------------------------------------------------------------
+    def order(self, epoch: int) -> np.ndarray:
+        """(n,) int64: the record order of ``epoch``."""
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        if self.shuffle:
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, epoch])))
+            order = rng.permutation(self.n).astype(np.int64)
+        else:
+            order = np.arange(self.n, dtype=np.int64)
+        if self.records is not None:
+            order = self.records[order]
+        self._cache = (epoch, order)
+        return order
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        if self.drop_last:
+            return self.n // self.batch_size
+        return -(-self.n // self.batch_size)
+
+    def batch(self, epoch: int, number: int) -> SampleBatch:
+        """Batch ``number`` of ``epoch``."""
+        if not 0 <= number < len(self):
+            raise IndexError(f"batch {number} out of range [0, {len(self)})")
+        a = number * self.batch_size
+        idx = self.order(epoch)[a : a + self.batch_size]
+        return SampleBatch(idx, epoch, number, self.seed)
+
+    # -- position ------------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration runs."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Run ``epoch`` from its first batch next."""
+        self._epoch = int(epoch)
+        self._next = 0
+
+    def resume(self, epoch: int, batch: int) -> None:
+        """Run ``epoch`` from batch number ``batch`` next (the batches already consumed)."""
+        if not 0 <= batch <= len(self):
+            raise InputError(
+                "resume point outside the epoch", expected=f"0..{len(self)}", found=batch
+            )
+        self._epoch = int(epoch)
+        self._next = int(batch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the next iteration starts, plus what shapes the order."""
+        return {
+            "seed": self.seed,
+            "epoch": self._epoch,
+            "batch": self._next,
+            "n": self.n,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`; refuses one from a differently shaped sampler."""
+        for key in ("seed", "n", "batch_size", "shuffle", "drop_last"):
+            if state.get(key) != getattr(self, key):
+                raise InputError(
+                    "sampler state does not match this sampler",
+                    key=key,
+                    expected=getattr(self, key),
+                    found=state.get(key),
+                )
+        self.resume(int(state["epoch"]), int(state["batch"]))
+
+    def __iter__(self) -> Iterator[SampleBatch]:
+        epoch = self._epoch
+        start = self._next
+        for number in range(start, len(self)):
+            self._next = number + 1
+            yield self.batch(epoch, number)
+        self._epoch = epoch + 1
+        self._next = 0

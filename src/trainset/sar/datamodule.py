@@ -1,0 +1,318 @@
+"""``SARDataModule``: the plan's train/val datamodule over a SAR patch set.
+
+Datasets are built once, on first use (``setup`` or any accessor). The split never puts one
+patch in both train and val; the default ``by_source`` policy also keeps every source raster
+on one side (neighbouring stride-128 patches overlap by half, so a random split leaks val
+into train). The class derives from ``lightning.LightningDataModule`` when lightning is
+installed, so ``Trainer.fit(model, datamodule=dm)`` works; without lightning it is a plain
+object with the same methods.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from trainset.errors import InputError
+from trainset.loading import EpochSampler, apply_d4, copy_batch, keep_batch
+from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, open_patch_set
+from trainset.sar.legacy import is_pickled_npy
+from trainset.sar.manifest import Manifest
+
+if TYPE_CHECKING:
+    from lightning.pytorch import LightningDataModule as _DataModuleBase
+else:
+    try:
+        from lightning.pytorch import LightningDataModule as _DataModuleBase
+    except ImportError:  # lightning is optional: the datamodule still works without it
+        _DataModuleBase = object
+
+SPLIT_POLICIES = ("by_source", "random")
+
+
+def split_patches(
+    groups: np.ndarray, val_fraction: float, seed: int, policy: str = "by_source"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split patch indices 0..N-1 into sorted (train, val) int64 arrays, disjoint.
+
+    ``groups`` (N,) is the source raster of each patch. ``by_source``: sources are shuffled
+    with ``seed`` and moved to val until val holds >= ``val_fraction`` of the patches (at least
+    one source on each side). ``random``: a seeded permutation, the first
+    ``round(N * val_fraction)`` patches go to val.
+    """
+    if policy not in SPLIT_POLICIES:
+        raise InputError("unknown split policy", key="split", expected=SPLIT_POLICIES, found=policy)
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError("val_fraction must be in [0, 1)", key="val_fraction", found=val_fraction)
+    groups = np.asarray(groups, dtype=np.int64)
+    n = len(groups)
+    rng = np.random.default_rng(seed)
+    if policy == "random":
+        n_val = round(n * val_fraction)
+        if val_fraction > 0:
+            n_val = min(max(n_val, 1), n - 1)
+        perm = rng.permutation(n)
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    sources, sizes = np.unique(groups, return_counts=True)
+    if val_fraction > 0 and len(sources) < 2:
+        raise InputError(
+            "a by_source split needs at least two source rasters; use split='random'",
+            key="split",
+            expected=">= 2 sources",
+            found=len(sources),
+        )
+    order = rng.permutation(len(sources))
+    val_sources: list[int] = []
+    in_val = 0
+    for i in order:
+        if val_fraction == 0 or in_val >= val_fraction * n or len(val_sources) == len(sources) - 1:
+            break
+        val_sources.append(int(sources[i]))
+        in_val += int(sizes[i])
+    is_val = np.isin(groups, np.asarray(val_sources, dtype=np.int64))
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+class SARDataModule(_DataModuleBase):
+    """Train/val datasets and DataLoaders over a SAR patch set (the plan's signature).
+
+    ``patches_path``: a ``manifest.json`` or its directory, the plan's pickled ``metadata.npy``
+    (needs ``trust_pickle=True``), or a single ``.npy`` of (N, H, W) patches. ``lazy=True``
+    reads patches from the shards (:class:`LazyPatchDataset`); ``lazy=False`` or a single
+    ``.npy`` loads them into memory (:class:`SARPatchDataset`). ``split``: ``by_source``
+    (default) or ``random``; a single ``.npy`` has no sources, so it needs ``random``.
+
+    In lazy mode the loaders hand the dataset whole batches from an
+    :class:`trainset.loading.EpochSampler` (shuffle and augmentation from (seed, epoch): the
+    same batches for any ``num_workers``, one epoch further on each pass) and return each
+    batch in a recycled buffer without a collate copy (``recycle=True``): a batch stays intact
+    while the next few are produced, so copy one you keep (``list(loader)`` needs
+    ``recycle=False``, which gives fresh tensors at the cost of a copy per batch).
+    ``augment_on_device=True`` leaves the flips/rotations to the device: train batches come as
+    ``(batch, codes)`` and :meth:`on_after_batch_transfer` (called by Lightning after the batch
+    reached the GPU) applies them with one gather and hands the model the batch tensor.
+    """
+
+    def __init__(
+        self,
+        patches_path: str | os.PathLike[str],
+        val_fraction: float = 0.1,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        augment_train: bool = True,
+        seed: int = 42,
+        lazy: bool = True,
+        max_samples: int | None = None,
+        *,
+        split: str = "by_source",
+        trust_pickle: bool = False,
+        recycle: bool = True,
+        augment_on_device: bool = False,
+    ) -> None:
+        super().__init__()
+        if split not in SPLIT_POLICIES:
+            raise InputError(
+                "unknown split policy", key="split", expected=SPLIT_POLICIES, found=split
+            )
+        self.patches_path = Path(patches_path)
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment_train = augment_train
+        self.seed = seed
+        self.lazy = lazy
+        self.max_samples = max_samples
+        self.split = split
+        self.trust_pickle = trust_pickle
+        self.recycle = recycle
+        self.augment_on_device = augment_on_device
+        self._train_sampler: EpochSampler | None = None
+        self._val_sampler: EpochSampler | None = None
+        self._manifest: Manifest | None = None
+        self._train: Dataset[torch.Tensor] | None = None
+        self._val: Dataset[torch.Tensor] | None = None
+        self.train_indices = np.zeros(0, np.int64)
+        self.val_indices = np.zeros(0, np.int64)
+
+    # -- building ------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Build the train and val datasets (once; later calls do nothing)."""
+        if self._train is not None:
+            return
+        p = self.patches_path
+        single = p.suffix == ".npy" and p.is_file() and not is_pickled_npy(p)
+        if single:
+            self._setup_single(p)
+        else:
+            self._setup_manifest(p)
+
+    def _cap(self, ids: np.ndarray) -> np.ndarray:
+        return ids if self.max_samples is None else ids[: max(int(self.max_samples), 0)]
+
+    def _setup_manifest(self, path: Path) -> None:
+        manifest = open_patch_set(path, trust_pickle=self.trust_pickle)
+        self._manifest = manifest
+        groups = manifest.source_of_patches()
+        train_ids, val_ids = split_patches(groups, self.val_fraction, self.seed, self.split)
+        self.train_indices, self.val_indices = self._cap(train_ids), self._cap(val_ids)
+        if self.lazy:
+            tp = self.trust_pickle
+            self._train = LazyPatchDataset(
+                path,
+                self.augment_train,
+                None,
+                indices=self.train_indices,
+                trust_pickle=tp,
+                aug_seed=self.seed,
+                defer_augment=self.augment_on_device,
+            )
+            self._val = LazyPatchDataset(
+                path, False, None, indices=self.val_indices, trust_pickle=tp
+            )
+            return
+        reader = LazyPatchDataset(path, False, shuffle_seed=None, trust_pickle=self.trust_pickle)
+        if reader.channels != 1:
+            raise InputError(
+                "in-memory mode holds single-channel patches; use lazy=True",
+                key="lazy",
+                expected="channels 1",
+                found=reader.channels,
+            )
+        self._train = SARPatchDataset(
+            reader.read_patches(self.train_indices)[:, 0], augment=self.augment_train
+        )
+        self._val = SARPatchDataset(reader.read_patches(self.val_indices)[:, 0], augment=False)
+
+    def _setup_single(self, path: Path) -> None:
+        if self.split != "random":
+            raise InputError(
+                "a single .npy has no source rasters to split by; use split='random'",
+                file=path,
+                key="split",
+                expected="random",
+                found=self.split,
+            )
+        try:
+            patches = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"not a readable .npy: {exc}", file=path) from exc
+        groups = np.zeros(len(patches), np.int64)
+        train_ids, val_ids = split_patches(groups, self.val_fraction, self.seed, "random")
+        self.train_indices, self.val_indices = self._cap(train_ids), self._cap(val_ids)
+        self._train = SARPatchDataset(np.asarray(patches[self.train_indices]), self.augment_train)
+        self._val = SARPatchDataset(np.asarray(patches[self.val_indices]), augment=False)
+
+    # -- accessors -----------------------------------------------------------------------------
+    @property
+    def train_dataset(self) -> Dataset[torch.Tensor]:
+        """The training dataset (built on first access)."""
+        self.setup()
+        assert self._train is not None
+        return self._train
+
+    @property
+    def val_dataset(self) -> Dataset[torch.Tensor]:
+        """The validation dataset (built on first access)."""
+        self.setup()
+        assert self._val is not None
+        return self._val
+
+    @property
+    def train_size(self) -> int:
+        """Number of training patches."""
+        return len(self.train_dataset)  # type: ignore[arg-type]
+
+    @property
+    def val_size(self) -> int:
+        """Number of validation patches."""
+        return len(self.val_dataset)  # type: ignore[arg-type]
+
+    @property
+    def preprocessing_params(self) -> dict[str, Any] | None:
+        """``{"vmin", "vmax", "units"}`` (dB clip bounds) for the inverse transform, or None
+        when the patch set does not record them (a single ``.npy``, a legacy set without them)."""
+        self.setup()
+        m = self._manifest
+        if m is None or m.vmin is None or m.vmax is None:
+            return None
+        return {"vmin": m.vmin, "vmax": m.vmax, "units": m.units}
+
+    def _batched_loader(self, ds: LazyPatchDataset, sampler: EpochSampler) -> DataLoader[Any]:
+        """A DataLoader that hands ``ds`` whole batches and keeps its recycled buffers."""
+        workers = self.num_workers
+        return DataLoader(
+            ds,
+            batch_sampler=cast("Iterable[list[Any]]", sampler),
+            collate_fn=cast(
+                "Callable[[list[Any]], Any]", keep_batch if self.recycle else copy_batch
+            ),
+            num_workers=workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader[torch.Tensor]:
+        """Shuffled (seeded) batches of (B, C, H, W), last partial batch dropped."""
+        ds = self.train_dataset
+        if isinstance(ds, LazyPatchDataset):
+            if self._train_sampler is None:
+                self._train_sampler = EpochSampler(
+                    len(ds), self.batch_size, seed=self.seed, shuffle=True, drop_last=True
+                )
+            return self._batched_loader(ds, self._train_sampler)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=True,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def val_dataloader(self) -> DataLoader[torch.Tensor]:
+        """Validation batches of (B, C, H, W) in order, without augmentation."""
+        ds = self.val_dataset
+        if isinstance(ds, LazyPatchDataset):
+            if self._val_sampler is None:
+                self._val_sampler = EpochSampler(len(ds), self.batch_size, shuffle=False)
+            return self._batched_loader(ds, self._val_sampler)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=False,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Apply D4 codes left to the device (``augment_on_device``): ``(batch, codes)`` ->
+        the augmented batch, where the batch now lives. Other batches pass unchanged."""
+        if (
+            isinstance(batch, (tuple, list))
+            and len(batch) == 2
+            and isinstance(batch[1], torch.Tensor)
+            and batch[1].dtype == torch.uint8
+            and batch[1].dim() == 1
+        ):
+            return apply_d4(batch[0], batch[1])
+        return batch
+
+    def get_sample_batch(self, split: str = "train") -> torch.Tensor:
+        """The first ``batch_size`` items of ``split`` ('train' or 'val') as (B, C, H, W)."""
+        if split not in ("train", "val"):
+            raise InputError("unknown split", key="split", expected="train|val", found=split)
+        ds = self.train_dataset if split == "train" else self.val_dataset
+        n = min(self.batch_size, len(ds))  # type: ignore[arg-type]
+        if n == 0:
+            raise InputError(f"the {split} split is empty", key="split", found=0)
+        return torch.stack(ds.__getitems__(list(range(n))))  # type: ignore[attr-defined]

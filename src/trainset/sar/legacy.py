@@ -1,0 +1,196 @@
+"""The one reader of the plan's pickled ``metadata.npy`` (opt-in with ``trust_pickle``).
+
+The legacy index is ``np.save``'d dict ``{"file_index": [(path, count), ...], ...}``; loading it
+executes pickle, so it is refused unless the caller says it trusts the file. It can be
+converted into a JSON ``manifest.json`` once (:func:`import_legacy`) and never unpickled again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainset.errors import InputError
+from trainset.sar.manifest import FORMAT, MANIFEST_NAME, VERSION, write_manifest
+from trainset.store import provenance_record, sha256_file
+
+TRUST_HINT = (
+    "it is a pickled object array and loading it runs code from the file; "
+    "pass --trust-pickle (trust_pickle=True) only for a file you made yourself, "
+    "or convert it once with `trainset sar import-legacy`"
+)
+
+
+def is_pickled_npy(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is an ``.npy`` whose dtype is object (needs pickle to load)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                _, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (OSError, ValueError, EOFError):
+        return False
+    return bool(np.dtype(dtype).hasobject)
+
+
+def load_legacy_metadata(
+    path: str | os.PathLike[str], *, trust_pickle: bool = False
+) -> dict[str, Any]:
+    """Load the plan's pickled ``metadata.npy`` dict; refuses unless ``trust_pickle`` is true.
+
+    Returns the dict with ``file_index`` checked: a list of (path, count) pairs.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found", file=p, expected="metadata.npy", found="nothing")
+    if not trust_pickle:
+        raise InputError(
+            f"refusing to unpickle legacy metadata: {TRUST_HINT}",
+            file=p,
+            expected="--trust-pickle",
+            found="no opt-in",
+        )
+    try:
+        raw = np.load(p, allow_pickle=True)
+        meta = raw.item() if isinstance(raw, np.ndarray) and raw.dtype.hasobject else raw
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"not a readable metadata.npy: {exc}", file=p) from exc
+    if not isinstance(meta, dict) or "file_index" not in meta:
+        raise InputError(
+            "legacy metadata must be a dict with 'file_index'",
+            file=p,
+            key="file_index",
+            expected="dict with file_index",
+            found=type(meta).__name__,
+        )
+    index = []
+    for i, entry in enumerate(meta["file_index"]):
+        try:
+            fpath, count = entry
+            index.append((str(fpath), int(count)))
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                "bad file_index entry",
+                file=p,
+                key=f"file_index[{i}]",
+                expected="(path, count)",
+                found=entry,
+            ) from exc
+    meta = dict(meta)
+    meta["file_index"] = index
+    return meta
+
+
+def _resolve(fpath: str, base: Path) -> Path:
+    p = Path(fpath)
+    return p if p.is_absolute() else (base / p)
+
+
+def _npy_shape(path: Path) -> tuple[tuple[int, ...], str]:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise InputError("shard listed in legacy metadata is missing", file=path) from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable shard: {exc}", file=path) from exc
+    return tuple(int(s) for s in arr.shape), str(arr.dtype)
+
+
+def legacy_manifest_dict(
+    metadata_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    meta: dict[str, Any],
+    *,
+    hash_shards: bool = True,
+) -> dict[str, Any]:
+    """Build a manifest mapping (shard paths relative to ``out_dir``) from legacy metadata.
+
+    Each legacy file is one source (the plan wrote one shard per scene); row/col are unknown
+    (-1). vmin/vmax come from the metadata when present, else they are null. Without
+    ``hash_shards`` the shards' sha256 are left null (reading 182 GB just to open a dataset).
+    """
+    base = Path(metadata_path).resolve().parent
+    out = Path(out_dir).resolve()
+    shards, source, patch_size, dtype = [], [], None, None
+    for i, (fpath, count) in enumerate(meta["file_index"]):
+        path = _resolve(fpath, base)
+        shape, dt = _npy_shape(path)
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise InputError(
+                "legacy shard must be (N, P, P)", file=path, expected="(N, P, P)", found=shape
+            )
+        if shape[0] != count:
+            raise InputError(
+                "legacy shard count differs from metadata",
+                file=path,
+                key="file_index",
+                expected=count,
+                found=shape[0],
+            )
+        if patch_size not in (None, shape[1]) or dtype not in (None, dt):
+            raise InputError(
+                "legacy shards differ in patch size or dtype",
+                file=path,
+                expected=f"{patch_size} {dtype}",
+                found=f"{shape[1]} {dt}",
+            )
+        patch_size, dtype = shape[1], dt
+        rel = os.path.relpath(path.resolve(), out)
+        digest = sha256_file(path) if hash_shards else None
+        shards.append({"path": rel, "count": count, "sha256": digest})
+        source += [i] * count
+    if patch_size is None:
+        raise InputError("legacy metadata lists no shard", key="file_index", found=0)
+    total = len(source)
+    vmin, vmax = meta.get("vmin"), meta.get("vmax")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "patch_size": patch_size,
+        "stride": meta.get("stride"),
+        "units": str(meta.get("units", "intensity")),
+        "dtype": dtype,
+        "channels": 1,
+        "band_mode": "separate",
+        "bands": None,
+        "vmin": None if vmin is None else float(vmin),
+        "vmax": None if vmax is None else float(vmax),
+        "clip": {"method": "legacy"},
+        "quality": None,
+        "shards": shards,
+        "patches": {
+            "source": source,
+            "band": [1] * total,
+            "row": [-1] * total,
+            "col": [-1] * total,
+            "valid_fraction": [None] * total,
+        },
+        "sources": [{"path": s["path"], "sha256": s["sha256"]} for s in shards],
+    }
+
+
+def import_legacy(
+    metadata_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    trust_pickle: bool = False,
+    argv: list[str] | None = None,
+) -> Path:
+    """Convert a pickled ``metadata.npy`` into ``out_dir/manifest.json``; return its path.
+
+    The shards stay where they are; the manifest points at them with relative paths.
+    """
+    meta = load_legacy_metadata(metadata_path, trust_pickle=trust_pickle)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("output exists and is not a directory", file=out)
+    data = legacy_manifest_dict(metadata_path, out, meta)
+    data["provenance"] = {**provenance_record(argv), "imported_from": str(metadata_path)}
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, data)
+    return out / MANIFEST_NAME

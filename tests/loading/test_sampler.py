@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+
+from trainset.errors import InputError
+from trainset.loading import EpochSampler, d4_codes
+
+
+def test_shuffled_epoch_is_a_permutation_of_all_records():
+    s = EpochSampler(10, 3, seed=1)
+    seen = np.concatenate([b.indices for b in s])
+    assert sorted(seen.tolist()) == list(range(10))
+
+
+def test_order_depends_only_on_seed_and_epoch():
+    a = EpochSampler(50, 8, seed=5).order(2)
+    b = EpochSampler(50, 8, seed=5, epoch=9).order(2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, EpochSampler(50, 8, seed=5).order(3))
+    assert not np.array_equal(a, EpochSampler(50, 8, seed=6).order(2))
+
+
+def test_order_is_pinned_for_a_known_seed():
+    # The order is part of reproducibility: numpy's PCG64 seeded by SeedSequence([seed, epoch]).
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([3, 1])))
+    np.testing.assert_array_equal(EpochSampler(12, 4, seed=3).order(1), rng.permutation(12))
+
+
+def test_unshuffled_order_is_sequential():
+    assert [b.indices.tolist() for b in EpochSampler(5, 2, shuffle=False)] == [[0, 1], [2, 3], [4]]
+
+
+def test_drop_last_drops_the_short_batch():
+    s = EpochSampler(5, 2, shuffle=False, drop_last=True)
+    assert len(s) == 2
+    assert [len(b) for b in s] == [2, 2]
+
+
+def test_subset_sampler_draws_only_the_given_records():
+    s = EpochSampler(np.array([9, 4, 7]), 2, shuffle=False)
+    assert [b.indices.tolist() for b in s] == [[9, 4], [7]]
+    assert s.end == 10
+
+
+def test_iterating_again_runs_the_next_epoch():
+    s = EpochSampler(6, 3, seed=0)
+    first, second = list(s), list(s)
+    assert [b.epoch for b in first + second] == [0, 0, 1, 1]
+    assert s.epoch == 2
+    np.testing.assert_array_equal(second[0].indices, s.order(1)[:3])
+
+
+def test_resume_continues_with_the_remaining_batches():
+    s = EpochSampler(20, 3, seed=4)
+    s.set_epoch(1)
+    it = iter(s)
+    [next(it) for _ in range(2)]
+    state = s.state_dict()
+    fresh = EpochSampler(20, 3, seed=4)
+    fresh.load_state_dict(state)
+    assert [b.indices.tolist() for b in fresh] == [b.indices.tolist() for b in it]
+    assert state["batch"] == 2 and state["epoch"] == 1
+
+
+def test_batch_codes_are_the_d4_codes_of_its_records():
+    b = EpochSampler(10, 4, seed=2).batch(0, 1)
+    np.testing.assert_array_equal(b.codes(), d4_codes(2, 0, b.indices))
+
+
+def test_batch_number_out_of_range_is_refused():
+    with pytest.raises(IndexError, match=r"batch 4 out of range \[0, 4\)"):
+        EpochSampler(10, 3).batch(0, 4)
+
+
+def test_resume_point_past_the_epoch_is_refused():
+    with pytest.raises(
+        InputError, match=r"resume point outside the epoch \(expected 0..4, found 5\)"
+    ):
+        EpochSampler(10, 3).resume(0, 5)
+
+
+def test_state_of_another_seed_is_refused():
+    state = EpochSampler(10, 3, seed=1).state_dict()
+    with pytest.raises(
+        InputError,
+        match=r"key 'seed': sampler state does not match this sampler \(expected 2, found 1\)",
+    ):
+        EpochSampler(10, 3, seed=2).load_state_dict(state)
+
+
+def test_zero_batch_size_is_refused():
+    with pytest.raises(InputError, match=r"batch size must be >= 1"):
+        EpochSampler(10, 0)
+
+
+def test_negative_count_is_refused():
+    with pytest.raises(InputError, match=r"record count must be >= 0"):
+        EpochSampler(-1, 2)
+
+
+def test_two_dimensional_records_are_refused():
+    with pytest.raises(InputError, match="records must be a count or a 1-D integer array"):
+        EpochSampler(np.zeros((2, 2), np.int64), 2)
+
+
+def test_negative_record_index_is_refused():
+    with pytest.raises(InputError, match="record indices must be >= 0"):
+        EpochSampler(np.array([3, -1]), 2)

@@ -1,0 +1,183 @@
+"""LazyPatchDataset and SARDataModule on trainset.loading: batches, augmentation, workers."""
+
+import numpy as np
+import pytest
+import torch
+from shard_files import write_shards
+
+from trainset.errors import InputError
+from trainset.loading import EpochSampler, d4_codes, d4_view
+from trainset.sar.datamodule import SARDataModule
+from trainset.sar.datasets import LazyPatchDataset
+from trainset.sar.manifest import FORMAT, VERSION, write_manifest
+
+
+def make_patch_set(root, counts, channels=1, dtype="float32", sources=None):
+    """Shards of 8x8 records (record r = r*1000 + pixel) and a manifest over them."""
+    paths = write_shards(root, [c * channels for c in counts], h=8, w=8, dtype=dtype)
+    n = sum(counts)
+    src = sources if sources is not None else [i * 3 // n for i in range(n)]
+    write_manifest(
+        root,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "patch_size": 8,
+            "stride": 8,
+            "units": "intensity",
+            "dtype": dtype,
+            "channels": channels,
+            "vmin": -25.0,
+            "vmax": 5.0,
+            "shards": [{"path": p.name, "count": c, "sha256": None} for p, c in zip(paths, counts)],
+            "patches": {"source": src, "band": [0] * n, "row": [0] * n, "col": list(range(n))},
+            "sources": [{"path": f"s{i}.tif"} for i in range(3)],
+        },
+    )
+    return root
+
+
+def records(root, channels=1):
+    recs = np.concatenate([np.load(p) for p in sorted(root.glob("shard_*.npy"))])
+    return recs.reshape(-1, channels, 8, 8).astype(np.float32)
+
+
+def augmented(recs, ids, seed, epoch):
+    codes = d4_codes(seed, epoch, ids)
+    return np.stack([[d4_view(ch, int(c)) for ch in recs[i]] for i, c in zip(ids, codes)])
+
+
+def test_lazy_batch_is_the_d4_of_the_shard_records(tmp_path):
+    root = make_patch_set(tmp_path, [7, 6])
+    ds = LazyPatchDataset(root, augment=True, shuffle_seed=None, aug_seed=5)
+    ds.set_epoch(2)
+    got = torch.stack(ds.__getitems__([3, 12, 0])).numpy()
+    np.testing.assert_array_equal(got, augmented(records(root), np.array([3, 12, 0]), 5, 2))
+
+
+def test_stacked_bands_of_a_patch_get_the_same_flip(tmp_path):
+    root = make_patch_set(tmp_path, [5, 4], channels=2)
+    ds = LazyPatchDataset(root, augment=True, shuffle_seed=None, aug_seed=1)
+    got = torch.stack(ds.__getitems__(list(range(9)))).numpy()
+    np.testing.assert_array_equal(got, augmented(records(root, 2), np.arange(9), 1, 0))
+
+
+def test_float16_shards_become_float32_batches(tmp_path):
+    root = make_patch_set(tmp_path, [4, 4], dtype="float16")
+    ds = LazyPatchDataset(root, augment=True, shuffle_seed=None)
+    got = torch.stack(ds.__getitems__([1, 6]))
+    assert got.dtype == torch.float32
+    want = augmented(records(root), np.array([1, 6]), 0, 0)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_getitem_returns_a_tensor_that_later_reads_do_not_touch(tmp_path):
+    root = make_patch_set(tmp_path, [9])
+    ds = LazyPatchDataset(root, augment=False, shuffle_seed=None, ring=1)
+    first = ds[2]
+    for i in range(9):
+        ds.__getitems__([i])
+    np.testing.assert_array_equal(first.numpy(), records(root)[2])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_datamodule_train_batches_follow_the_epoch_sampler_for_any_worker_count(tmp_path, workers):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=4, num_workers=workers, seed=9)
+    got = [b.clone().numpy() for b in dm.train_dataloader()]
+    ids = dm.train_indices
+    sampler = EpochSampler(len(ids), 4, seed=9, drop_last=True)
+    recs = records(root)
+    want = [augmented(recs, ids[sampler.batch(0, k).indices], 9, 0) for k in range(len(sampler))]
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_datamodule_moves_to_the_next_epoch_on_each_pass(tmp_path):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=4, augment_train=False)
+    first = torch.cat([b.clone() for b in dm.train_dataloader()])
+    second = torch.cat([b.clone() for b in dm.train_dataloader()])
+    assert not torch.equal(first, second)
+    dm.train_dataloader().batch_sampler.set_epoch(0)
+    assert torch.equal(first, torch.cat([b.clone() for b in dm.train_dataloader()]))
+
+
+def test_recycled_batches_share_a_small_ring(tmp_path):
+    root = make_patch_set(tmp_path, [40, 40, 40])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, augment_train=False)
+    pointers = {b.data_ptr() for b in dm.train_dataloader()}
+    assert len(pointers) == 6
+
+
+def test_recycle_off_gives_independent_batches(tmp_path):
+    root = make_patch_set(tmp_path, [40, 40, 40])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, augment_train=False, recycle=False)
+    batches = list(dm.train_dataloader())
+    assert len({b.data_ptr() for b in batches}) == len(batches)
+    ids = dm.train_indices
+    order = EpochSampler(len(ids), 2, seed=42, drop_last=True).order(0)
+    np.testing.assert_array_equal(torch.cat(batches).numpy(), records(root)[ids[order]])
+
+
+def test_augment_on_device_yields_codes_that_the_transfer_hook_applies(tmp_path):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    fused = SARDataModule(root, val_fraction=0.3, batch_size=4, seed=3)
+    deferred = SARDataModule(root, val_fraction=0.3, batch_size=4, seed=3, augment_on_device=True)
+    for a, raw in zip(fused.train_dataloader(), deferred.train_dataloader()):
+        batch, codes = raw
+        assert codes.dtype == torch.uint8 and codes.shape == (4,)
+        assert torch.equal(deferred.on_after_batch_transfer((batch, codes), 0), a)
+
+
+def test_transfer_hook_leaves_plain_batches_alone(tmp_path):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=4)
+    batch = torch.zeros(2, 1, 8, 8)
+    assert dm.on_after_batch_transfer(batch, 0) is batch
+
+
+def test_recycle_off_keeps_deferred_codes(tmp_path):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=4, recycle=False, augment_on_device=True)
+    batch, codes = next(iter(dm.train_dataloader()))
+    assert batch.shape == (4, 1, 8, 8) and codes.shape == (4,)
+
+
+def test_deferred_augmentation_with_a_transform_is_refused(tmp_path):
+    root = make_patch_set(tmp_path, [4])
+    with pytest.raises(InputError, match="a transform needs the augmentation done first"):
+        LazyPatchDataset(root, transform=lambda x: x, defer_augment=True)
+
+
+def test_lightning_fit_applies_device_augmentation_in_the_hook(tmp_path):
+    lightning = pytest.importorskip("lightning")
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    shapes = []
+
+    class Tiny(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            shapes.append(tuple(batch.shape))
+            return (batch * self.w).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=4, augment_on_device=True)
+    trainer = lightning.Trainer(
+        max_steps=2,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(Tiny(), datamodule=dm)
+    assert shapes == [(4, 1, 8, 8), (4, 1, 8, 8)]

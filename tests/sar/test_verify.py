@@ -1,0 +1,195 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainset.cli import main
+from trainset.errors import InputError
+from trainset.sar.legacy import import_legacy, load_legacy_metadata
+from trainset.sar.manifest import load_manifest
+from trainset.sar.tiling import QualityFilter, TilingConfig, build_patches
+from trainset.sar.verify import verify_patch_files
+from trainset.store import NPY_ALIGN, atomic_write_npy
+
+
+@pytest.fixture
+def patch_set(amplitude_tif, tmp_path):
+    cfg = TilingConfig(
+        patch_size=32, stride=16, units="amplitude", quality=QualityFilter(0, 1, 0), shard_size=40
+    )
+    return build_patches([amplitude_tif], tmp_path / "set", cfg, show_progress=False).parent
+
+
+def shard(patch_set, i):
+    return patch_set / f"shard_{i:05d}.npy"
+
+
+def test_sound_set_has_no_failures(patch_set):
+    assert verify_patch_files(patch_set) == []
+    assert verify_patch_files(patch_set / "manifest.json", deep=True) == []
+
+
+def test_missing_shard_is_reported(patch_set):
+    shard(patch_set, 1).unlink()
+    assert verify_patch_files(patch_set) == [(str(shard(patch_set, 1)), "missing shard file")]
+
+
+def test_shard_with_fewer_patches_is_reported(patch_set):
+    data = np.load(shard(patch_set, 0), allow_pickle=False)
+    atomic_write_npy(shard(patch_set, 0), data[:38], align=NPY_ALIGN)
+    assert verify_patch_files(patch_set) == [
+        (str(shard(patch_set, 0)), "expected 40 patches, found 38")
+    ]
+
+
+def test_shard_of_wrong_dtype_is_reported(patch_set):
+    data = np.load(shard(patch_set, 2), allow_pickle=False)
+    atomic_write_npy(shard(patch_set, 2), data.astype(np.float64), align=NPY_ALIGN)
+    assert verify_patch_files(patch_set) == [
+        (str(shard(patch_set, 2)), "expected dtype float32, found float64")
+    ]
+
+
+def test_truncated_shard_is_reported_as_unopenable(patch_set):
+    path = shard(patch_set, 0)
+    path.write_bytes(path.read_bytes()[: NPY_ALIGN + 100])
+    [(where, message)] = verify_patch_files(patch_set)
+    assert where == str(path) and message.startswith("cannot open as .npy")
+
+
+def test_values_outside_unit_range_are_reported(patch_set):
+    data = np.load(shard(patch_set, 1), allow_pickle=False)
+    data[3, 0, 0], data[5, 1, 1] = 1.5, np.nan
+    atomic_write_npy(shard(patch_set, 1), data, align=NPY_ALIGN)
+    [(_, message)] = verify_patch_files(patch_set)
+    assert message == "1 non-finite value(s); values outside [0, 1]: min 0.0, max 1.5"
+
+
+def test_deep_check_finds_changed_bytes(patch_set):
+    data = np.load(shard(patch_set, 0), allow_pickle=False)
+    data[0, 0, 0] = 0.25 if data[0, 0, 0] != 0.25 else 0.5
+    atomic_write_npy(shard(patch_set, 0), data, align=NPY_ALIGN)
+    assert verify_patch_files(patch_set) == []
+    [(where, message)] = verify_patch_files(patch_set, deep=True)
+    assert where == str(shard(patch_set, 0)) and message.startswith("sha256 differs")
+
+
+def test_every_failure_is_listed_by_the_cli(patch_set, capsys):
+    shard(patch_set, 0).unlink()
+    shard(patch_set, 2).unlink()
+    assert main(["sar", "verify", str(patch_set)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL: 2 problem(s)")
+    assert "shard_00000.npy: missing shard file" in out and "shard_00002.npy: missing" in out
+
+
+def test_cli_verify_ok_exits_0(patch_set, capsys):
+    assert main(["sar", "verify", str(patch_set), "--deep"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_manifest_of_another_format_is_an_input_error(patch_set):
+    path = patch_set / "manifest.json"
+    data = json.loads(path.read_text())
+    data["format"] = "something.else"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="not a SAR patch manifest"):
+        verify_patch_files(patch_set)
+
+
+def make_legacy(tmp_path: Path) -> Path:
+    """The plan's layout: per-file shards and a pickled metadata.npy with absolute paths."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "legacy"
+    root.mkdir()
+    index = []
+    for i, n in enumerate((3, 5)):
+        p = root / f"patches_{i}.npy"
+        np.save(p, rng.random((n, 16, 16), dtype=np.float32))
+        index.append((str(p), n))
+    meta = {"file_index": index, "vmin": -24.5, "vmax": 3.25, "total_patches": 8}
+    np.save(root / "metadata.npy", np.array(meta, dtype=object), allow_pickle=True)
+    return root / "metadata.npy"
+
+
+def test_pickled_metadata_without_trust_is_refused(tmp_path):
+    meta = make_legacy(tmp_path)
+    with pytest.raises(InputError, match=r"refusing to unpickle.*--trust-pickle"):
+        load_legacy_metadata(meta)
+    with pytest.raises(InputError, match="--trust-pickle"):
+        verify_patch_files(meta)
+
+
+def test_cli_import_legacy_without_trust_exits_2(tmp_path, capsys):
+    meta = make_legacy(tmp_path)
+    assert main(["sar", "import-legacy", str(meta), "--out", str(tmp_path / "m")]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_import_legacy_writes_a_relative_manifest(tmp_path):
+    meta = make_legacy(tmp_path)
+    path = import_legacy(meta, tmp_path / "converted", trust_pickle=True)
+    manifest = load_manifest(path)
+    assert [s.path for s in manifest.shards] == [
+        "../legacy/patches_0.npy",
+        "../legacy/patches_1.npy",
+    ]
+    assert manifest.counts() == [3, 5] and manifest.patch_size == 16
+    assert (manifest.vmin, manifest.vmax) == (-24.5, 3.25)
+    assert manifest.patches["source"] == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert verify_patch_files(path, deep=True) == []
+
+
+def test_verify_legacy_metadata_with_trust_reports_count_mismatch(tmp_path):
+    meta = make_legacy(tmp_path)
+    np.save(tmp_path / "legacy" / "patches_1.npy", np.zeros((4, 16, 16), np.float32))
+    assert verify_patch_files(meta, trust_pickle=True) == [
+        (str(tmp_path / "legacy" / "patches_1.npy"), "expected 5 patches, found 4")
+    ]
+
+
+def test_cli_patches_builds_a_set(amplitude_tif, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "sar",
+            "patches",
+            str(amplitude_tif),
+            "--out",
+            str(out),
+            "--patch_size",
+            "32",
+            "--stride",
+            "32",
+            "--units",
+            "amplitude",
+            "--clip",
+            "fixed:20,70",
+            "--quality",
+            "0,1,0",
+            "--shard-size",
+            "10",
+        ]
+    )
+    assert code == 0
+    assert capsys.readouterr().out.startswith("30 patches in 3 shard(s), vmin 20.0000 dB")
+    assert verify_patch_files(out) == []
+
+
+def test_cli_patches_on_bad_input_exits_2(tmp_path, capsys):
+    bad = tmp_path / "x.tif"
+    bad.write_text("not a tiff")
+    assert main(["sar", "patches", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "not a readable raster" in capsys.readouterr().err
+
+
+def test_cli_bad_quality_text_exits_2(amplitude_tif, tmp_path, capsys):
+    assert (
+        main(
+            ["sar", "patches", str(amplitude_tif), "--out", str(tmp_path / "o"), "--quality", "0.1"]
+        )
+        == 2
+    )
+    assert "expected 3 comma-separated numbers" in capsys.readouterr().err
