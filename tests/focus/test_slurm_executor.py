@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from trainset.cli import main
 from trainset.focus import stages  # noqa: F401  (registers the focus stages)
 from trainset.focus.index import build_index
 from trainset.focus.slurm_executor import (
@@ -134,3 +135,11 @@ def test_dry_run_prints_plan_resources_and_dependencies_without_a_cluster(tmp_pa
     assert '"--dependency=afterany:$JOB_render_0_0" --kill-on-invalid-dep=yes' in sbatch[4]
     assert not (tmp_path / "out" / "slurm" / "jobs.json").exists()
     assert not (tmp_path / "out" / "scene_index.json").exists()
+
+
+def test_dry_run_with_local_executor_is_a_usage_error(tmp_path, capsys):
+    args = ["focus", "run", "--raw-root", str(tmp_path), "--out-root", str(tmp_path / "o")]
+    code = main([*args, "--dry-run"])
+    assert code == 2
+    assert "--dry-run only applies to the SLURM executor" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

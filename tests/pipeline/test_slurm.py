@@ -16,6 +16,7 @@ from trainset.pipeline.slurm import (
     SceneStep,
     SetStep,
     SlurmConfig,
+    SlurmError,
     StageResources,
     TaskState,
     append_jobs,
@@ -29,9 +30,11 @@ from trainset.pipeline.slurm import (
     plan_jobs,
     read_jobs,
     render_script,
+    run_command,
     submit,
     time_minutes,
     unit_states,
+    wait_for_jobs,
 )
 
 # Captured from `scontrol show partition -o` / `show node -o` on the one-node test cluster
@@ -393,3 +396,58 @@ def test_jobs_file_of_another_format_is_an_input_error(tmp_path):
     path.write_text('{"format": "other"}')
     with pytest.raises(InputError, match=r"jobs.json: key 'format': not a trainset SLURM job"):
         read_jobs(tmp_path)
+
+
+def test_config_unknown_top_level_key_is_an_input_error(tmp_path):
+    path = tmp_path / "slurm.yaml"
+    path.write_text("partitions: {}\n")
+    with pytest.raises(InputError, match=r"unknown keys \(expected setup, stages, found"):
+        load_slurm_config(path)
+
+
+def test_config_setup_must_be_a_list_of_lines(tmp_path):
+    path = tmp_path / "slurm.yaml"
+    path.write_text("setup: module load cuda\n")
+    with pytest.raises(InputError, match=r"key 'setup': must be a list of strings"):
+        load_slurm_config(path)
+
+
+def test_config_bad_memory_names_the_step(tmp_path):
+    path = tmp_path / "slurm.yaml"
+    path.write_text("stages:\n  render: {mem: lots}\n")
+    with pytest.raises(InputError, match=r"key 'render.mem': not a SLURM memory size"):
+        load_slurm_config(path)
+
+
+def test_bad_gres_is_an_input_error():
+    with pytest.raises(InputError, match="not a GRES"):
+        parse_gres("gpu:a:b:1")
+
+
+def test_sbatch_refusal_raises_and_keeps_the_jobs_already_submitted(tmp_path):
+    calls = []
+
+    def runner(argv):
+        calls.append(argv)
+        if len(calls) == 2:
+            return subprocess.CompletedProcess(argv, 1, "", "sbatch: error: invalid account")
+        return subprocess.CompletedProcess(argv, 0, "41\n", "")
+
+    steps = [SceneStep(n, ("x", TASK_INDEX), frozenset({0})) for n in ("a", "b")]
+    config = SlurmConfig({n: StageResources("cpu", 1, "1G", "10") for n in ("a", "b")})
+    with pytest.raises(SlurmError, match=r"sbatch refused b .*invalid account"):
+        submit(tmp_path, steps, [], config, cluster=CLUSTER, runner=runner)
+    assert [job["job_id"] for job in read_jobs(tmp_path)[0]["jobs"]] == ["41"]
+
+
+def test_waiting_past_the_timeout_names_the_active_tasks():
+    def runner(argv):
+        return subprocess.CompletedProcess(argv, 0, "5|3|PENDING|Dependency\n", "")
+
+    with pytest.raises(SlurmError, match=r"still active after 0 s: 5_3 PENDING \(Dependency\)"):
+        wait_for_jobs(["5"], timeout_s=0, poll_s=0, runner=runner)
+
+
+def test_missing_slurm_client_is_a_slurm_error_with_a_hint():
+    with pytest.raises(SlurmError, match=r"trainset-no-such-scontrol: command not found; install"):
+        run_command(["trainset-no-such-scontrol", "ping"])
