@@ -275,9 +275,12 @@ def test_dry_run_prints_scripts_and_dependency_flags_without_submitting(tmp_path
     depth_sh = tmp_path.resolve() / "slurm" / "depth.sh"
     calibrate_sh = tmp_path.resolve() / "slurm" / "calibrate.sh"
     lines = text.splitlines()
-    assert f"JOB_deblur_0_0=$(sbatch --parsable --export=ALL --array=0-2%32 {deblur_sh})" in lines
     assert (
-        "JOB_depth_0_0=$(sbatch --parsable --export=ALL --array=0-2%16 "
+        f"JOB_deblur_0_0=$(sbatch --parsable --export=ALL,TRAINSET_TASK_OFFSET=0 --array=0-2%32 {deblur_sh})"
+        in lines
+    )
+    assert (
+        "JOB_depth_0_0=$(sbatch --parsable --export=ALL,TRAINSET_TASK_OFFSET=0 --array=0-2%16 "
         f'"--dependency=aftercorr:$JOB_deblur_0_0" --kill-on-invalid-dep=yes {depth_sh})'
     ) in lines
     assert (

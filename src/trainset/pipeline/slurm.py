@@ -596,7 +596,8 @@ def sbatch_argv(
 ) -> list[str]:
     """The sbatch command of ``job``; ``job_ids`` maps planned keys to submitted job ids."""
     argv = ["sbatch", "--parsable"]
-    export = "ALL" if job.offset == 0 else f"ALL,{OFFSET_VAR}={job.offset}"
+    # Arrays always set the offset, so one inherited from the caller's shell cannot leak in.
+    export = "ALL" if job.tasks is None else f"ALL,{OFFSET_VAR}={job.offset}"
     argv.append(f"--export={export}")
     if job.tasks is not None:
         argv.append(f"--array={array_spec(job.tasks, resources.throttle)}")
