@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from trainset.focus.render import IDENTITY_RADIUS_PX, LayeredRenderer, blur_layers
+from trainset.focus.render import LayeredRenderer, blur_layers
 
 
 def _sync(device: torch.device) -> None:
@@ -43,13 +43,10 @@ def _timed_pair(first, second, repeats: int, device: torch.device) -> tuple[floa
 
 
 def core_stack(renderer: LayeredRenderer, image: np.ndarray, coc: np.ndarray):
-    """The padded stack and radii that ``render`` blurs (same layers, same padding)."""
+    """The padded stack and radii that ``render`` blurs (the renderer's own ``blur_input``)."""
     linear, layers = renderer.prepare(image, coc)
-    used = layers.weights.flatten(1).amax(dim=1) > 0
-    radii, weights = layers.radii[used], layers.weights[used]
-    blurred = radii.abs() > IDENTITY_RADIUS_PX
-    stack, _ = renderer.padded_stack(linear, weights[blurred], radii[blurred].abs())
-    return stack, radii[blurred].abs()
+    _, _, stack, radii, _ = renderer.blur_input(linear, layers)
+    return stack, radii
 
 
 def main() -> None:

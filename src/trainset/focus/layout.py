@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainset.errors import InputError
-from trainset.store import read_json
+from trainset.focus.scenes import load_scene_index
 
 SCENE_INDEX = "scene_index.json"
 SPLITS = ("train", "val", "test")
@@ -65,19 +65,7 @@ def read_scene_index(out_root: Path) -> dict[str, dict[str, Any]]:
     Raises InputError naming the file when it is missing or not of that form.
     """
     path = out_root / SCENE_INDEX
-    if not path.exists():
-        raise InputError(
-            "scene index not found; run `trainset focus index` first",
-            file=path,
-        )
-    index = read_json(path)
-    if not isinstance(index, dict):
-        raise InputError(
-            "scene index is not a JSON object",
-            file=path,
-            expected="{scene_id: {...}}",
-            found=type(index).__name__,
-        )
+    index = load_scene_index(out_root)
     for scene_id, entry in index.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("frames"), list):
             raise InputError(

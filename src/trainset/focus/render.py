@@ -224,18 +224,29 @@ class LayeredRenderer:
         stack[:, 3:] = weights_p
         return stack, pad
 
-    def render_linear(self, linear: torch.Tensor, layers: LayerStack) -> torch.Tensor:
-        """Blur and composite: linear RGB (3, H, W) + layers -> linear RGB (3, H, W)."""
-        _, height, width = linear.shape
+    def blur_input(
+        self, linear: torch.Tensor, layers: LayerStack
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, int]:
+        """What :meth:`render_linear` blurs: the non-empty layers' weights (L, H, W), which of
+        them need blurring (L,) bool, and for those the padded RGBA stack (B, 4, H', W') (None
+        when no layer needs blurring), their radii (B,) px and the padding."""
         used = layers.weights.flatten(1).amax(dim=1) > 0
         radii = layers.radii[used]
         weights = layers.weights[used]
         to_blur = radii.abs() > IDENTITY_RADIUS_PX
+        blur_radii = radii[to_blur].abs()
+        if not bool(to_blur.any()):
+            return weights, to_blur, None, blur_radii, 0
+        stack, pad = self.padded_stack(linear, weights[to_blur], blur_radii)
+        return weights, to_blur, stack, blur_radii, pad
+
+    def render_linear(self, linear: torch.Tensor, layers: LayerStack) -> torch.Tensor:
+        """Blur and composite: linear RGB (3, H, W) + layers -> linear RGB (3, H, W)."""
+        _, height, width = linear.shape
+        weights, to_blur, stack, blur_radii, pad = self.blur_input(linear, layers)
         blurred = None
-        if bool(to_blur.any()):
-            stack, pad = self.padded_stack(linear, weights[to_blur], radii[to_blur].abs())
-            blurred = blur_layers(stack, radii[to_blur].abs())
-            blurred = blurred[:, :, pad : pad + height, pad : pad + width]
+        if stack is not None:
+            blurred = blur_layers(stack, blur_radii)[:, :, pad : pad + height, pad : pad + width]
         flags = to_blur.tolist()
         index_in_blurred = [sum(flags[:i]) for i in range(len(flags))]
         # "Over" from far (last layer) to near (first): out = layer + (1 - alpha_layer) * out.
