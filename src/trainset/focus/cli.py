@@ -81,7 +81,8 @@ def _index(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _deblur(args: argparse.Namespace) -> int:
+def deblur_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The deblur stage's parameters (its sentinel hash) from `trainset focus deblur` options."""
     from trainset.focus.deblur import make_deblur_backend
 
     options = parse_options(args.backend_option)
@@ -99,10 +100,15 @@ def _deblur(args: argparse.Namespace) -> int:
         "backend_params": backend.params(),
         "sharpness_ratio": args.sharpness_ratio,
     }
-    return run_scene_stage(args, "deblur", params)
+    return params
 
 
-def _depth(args: argparse.Namespace) -> int:
+def _deblur(args: argparse.Namespace) -> int:
+    return run_scene_stage(args, "deblur", deblur_params(args))
+
+
+def depth_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The depth stage's parameters (its sentinel hash) from `trainset focus depth` options."""
     from trainset.focus.depth import depth_backend_for
 
     options: dict[str, Any] = parse_options(args.backend_option)
@@ -129,7 +135,11 @@ def _depth(args: argparse.Namespace) -> int:
         "median_range_m": [low, high],
         "consistency_threshold": args.consistency_threshold,
     }
-    return run_scene_stage(args, "depth", params)
+    return params
+
+
+def _depth(args: argparse.Namespace) -> int:
+    return run_scene_stage(args, "depth", depth_params(args))
 
 
 def status_table(out_root: Path) -> tuple[str, bool]:
@@ -159,8 +169,12 @@ def status_table(out_root: Path) -> tuple[str, bool]:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from trainset.focus.slurm_status import slurm_status_lines
+
     text, any_failed = status_table(args.out_root)
     print(text)
+    for line in slurm_status_lines(args.out_root):
+        print(line)
     return EXIT_FAILURES if any_failed else EXIT_OK
 
 

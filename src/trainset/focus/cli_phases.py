@@ -230,9 +230,9 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if report["failed_scenes"] else EXIT_OK
 
 
-def _run(args: argparse.Namespace) -> int:
-    from trainset.cli import build_parser
-
+def run_steps(args: argparse.Namespace) -> list[list[str]]:
+    """The `trainset focus` commands (``[name, options...]``) of a run, in order: the local
+    executor runs them here, the SLURM executor submits them as jobs."""
     out = str(args.out_root)
     common = ["--out-root", out, "--workers", str(args.workers)]
     sets = ["--sets", str(args.sets), "--coc-model", args.coc_model]
@@ -254,6 +254,26 @@ def _run(args: argparse.Namespace) -> int:
             ]
         )  # fmt: skip
         steps.append(["validate", "--out-root", out])
+    return steps
+
+
+def _run(args: argparse.Namespace) -> int:
+    from trainset.cli import build_parser
+
+    steps = run_steps(args)
+    if args.executor == "slurm":
+        from trainset.focus.slurm_executor import run_on_slurm
+
+        return run_on_slurm(args, steps)
+    for option, given in (("--dry-run", args.dry_run), ("--slurm-config", args.slurm_config)):
+        if given:
+            raise InputError(
+                f"{option} only applies to the SLURM executor",
+                key=option,
+                expected="--executor slurm",
+                found="--executor local",
+            )
+    out = str(args.out_root)
     parser = build_parser()
     for step in steps:
         print(f"== trainset focus {' '.join(step)}")
@@ -360,4 +380,22 @@ def register_commands(focus: argparse._SubParsersAction) -> None:
     _add_set_options(p)
     _add_render_options(p)
     p.add_argument("--workers", type=int, default=1, help="scenes processed in parallel")
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: run here; slurm: submit sbatch array jobs (docs/slurm.md)",
+    )
+    p.add_argument(
+        *flag("--slurm-config"),
+        dest="slurm_config",
+        type=Path,
+        help="YAML file of per-stage SLURM resources (default: the plan's)",
+    )
+    p.add_argument(
+        *flag("--dry-run"),
+        dest="dry_run",
+        action="store_true",
+        help="with --executor slurm: write and print the job scripts and sbatch commands only",
+    )
     p.set_defaults(func=_run)
