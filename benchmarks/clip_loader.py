@@ -45,10 +45,13 @@ def smooth_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def build_set(root: Path, scenes: int, frames: int, size: int) -> None:
-    """Synthetic scenes in the plan's layout: textured frames, smooth depth, 4 sets."""
+    """Synthetic scenes in the plan's layout (and scene_index.json): textured frames, smooth
+    depth, 4 sets."""
     rng = np.random.default_rng(0)
+    index = {}
     for k in range(scenes):
         d = root / f"scene_{k:03d}"
+        index[d.name] = {"frames": [f"frame_{t:04d}.png" for t in range(frames)], "split": "train"}
         base = smooth_field(rng, size, size)
         depth = (1.0 + 9.0 * smooth_field(rng, size, size)).astype(np.float32)
         sets = [
@@ -77,6 +80,7 @@ def build_set(root: Path, scenes: int, frames: int, size: int) -> None:
                 )
         atomic_write_json(d / "metadata.json", {"scene_id": d.name, "sets": sets})
         atomic_write_text(d / "split.txt", "train\n")
+    atomic_write_json(root / "scene_index.json", index)
 
 
 def rate(ds: FocusClipDataset, order: np.ndarray, seconds: float) -> float:

@@ -1,12 +1,13 @@
 """Write small per-scene focus outputs in the plan's layout, with values that name their source.
 
-Frame t of a scene has R = t, G = 10 + t, B = pixel column; depth t = 1 + t/8 + col/64 m
+Each scene is also entered in ``root/scene_index.json``. Frame t of a scene has R = t, G = 10 + t, B = pixel column; depth t = 1 + t/8 + col/64 m
 (float16); focus of set s at frame t = (s + 1) / 8 + t / 64 (float16); bokeh of set s, frame t
 has R = 100 + 10*s + t.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,4 +69,8 @@ def write_scene(
                 )
     atomic_write_json(d / "metadata.json", {"scene_id": scene_id, "sets": sets})
     atomic_write_text(d / "split.txt", split + "\n")
+    index_path = root / "scene_index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    index[scene_id] = {"frames": [f"frame_{t:04d}.png" for t in range(n_frames)], "split": split}
+    atomic_write_json(index_path, index)
     return d

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -189,7 +190,7 @@ def test_missing_set_names_the_scene(root):
 
 def test_gap_in_frames_names_the_scene(root):
     (root / "beta" / "frames_sharp" / "frame_0002.png").unlink()
-    with pytest.raises(InputError, match=r"scene beta: frames are not numbered contiguously"):
+    with pytest.raises(InputError, match=r"scene beta: frame files are not numbered contiguously"):
         FocusClipDataset(root, "train")
 
 
@@ -241,3 +242,17 @@ def test_dataloader_with_workers_matches_direct_reads(root):
     got = torch.cat([b["frames"] for b in loader])
     want = torch.stack([ds[i]["frames"] for i in range(len(ds))])
     assert torch.equal(got, want)
+
+
+def test_scenes_come_from_the_scene_index(root):
+    index = json.loads((root / "scene_index.json").read_text())
+    del index["beta"]
+    (root / "scene_index.json").write_text(json.dumps(index))
+    ds = FocusClipDataset(root, "train", clip_len=2)
+    assert {ds.scene_of(i) for i in range(len(ds))} == {"alpha"}
+
+
+def test_missing_split_txt_names_the_scene(root):
+    (root / "beta" / "split.txt").unlink()
+    with pytest.raises(InputError, match=r"scene beta: no valid split.txt.*found no file"):
+        FocusClipDataset(root, "train")

@@ -170,7 +170,7 @@ def test_missing_scene_is_refused(root):
 
 
 def test_missing_root_is_refused(tmp_path):
-    with pytest.raises(InputError, match=r"dataset root not found"):
+    with pytest.raises(InputError, match=r"absent/scene_index.json: scene index not found"):
         pack_dataset(tmp_path / "absent")
 
 

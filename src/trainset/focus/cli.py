@@ -179,8 +179,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from trainset.focus.pack import pack_dataset, scene_ids
+    from trainset.focus.pack import pack_dataset
     from trainset.pipeline.progress import Progress
+    from trainset.pipeline.runner import scene_ids
 
     scenes = args.scene or None
     with Progress(len(scenes) if scenes else len(scene_ids(args.out_root)), "pack") as bar:

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from trainset.errors import InputError
+from trainset.focus.layout import SPLITS
 from trainset.focus.pack import (
     PackedScene,
     frame_count,
@@ -38,13 +39,12 @@ from trainset.focus.pack import (
     load_frame,
     open_packed,
     read_sets,
-    scene_ids,
 )
+from trainset.pipeline.runner import scene_ids
 from trainset.pipeline.seeds import derive_seed
 
 MODALITIES = ("frames", "focus", "depth", "bokeh")
 ROI_MODES = ("full", "random")
-SPLITS = ("train", "val", "test")
 # Smallest side of a random ROI box, as a fraction of the frame side.
 ROI_MIN_FRACTION = 0.25
 PARAM_KEYS = ("f", "N", "S_focus", "max_coc")
@@ -62,7 +62,8 @@ class _Scene:
 
 class FocusClipDataset(Dataset[dict[str, Any]]):
     """Clips of ``clip_len`` frames every ``stride`` frames, for every scene of ``split`` and
-    every CoC set in ``coc_sets`` (all sets by default).
+    every CoC set in ``coc_sets`` (all sets by default). Scenes are those of
+    ``scene_index.json``; each scene's ``split.txt`` says its split.
 
     ``modalities`` picks what is read (any of frames, focus, depth, bokeh). ``roi``: ``"full"``
     gives ``[0, 0, 1, 1]``; ``"random"`` a box with sides in [0.25, 1] drawn from (seed, epoch,
@@ -107,7 +108,7 @@ class FocusClipDataset(Dataset[dict[str, Any]]):
         rows: list[tuple[int, int, int]] = []
         for scene_id in scene_ids(self.root):
             path = self.root / scene_id
-            if (path / "split.txt").read_text(encoding="utf-8").strip() != split:
+            if _read_split(path) != split:
                 continue
             scene = _Scene(scene_id, path, frame_count(path), tuple(read_sets(path)))
             chosen = range(len(scene.sets)) if coc_sets is None else [int(s) for s in coc_sets]
@@ -238,6 +239,23 @@ class FocusClipDataset(Dataset[dict[str, Any]]):
                     found=f"{arr.shape} {arr.dtype}",
                 )
         return np.stack(arrays)
+
+
+def _read_split(scene_dir: Path) -> str:
+    """The scene's ``split.txt`` (train, val or test)."""
+    path = scene_dir / "split.txt"
+    try:
+        split = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        split = None
+    if split not in SPLITS:
+        raise InputError(
+            f"scene {scene_dir.name}: no valid split.txt; run `trainset focus validate --requeue`",
+            file=path,
+            expected=" | ".join(SPLITS),
+            found=split if split is not None else "no file",
+        )
+    return split
 
 
 class ClipSampler(Sampler[int]):

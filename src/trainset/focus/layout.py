@@ -83,22 +83,37 @@ def depth_frame_count(out_root: Path, scene_id: str) -> int:
 
     Raises InputError when there are none or the numbering has a gap.
     """
-    folder = out_root / scene_id / "depth_maps"
-    names = sorted(p.name for p in folder.glob("depth_*.npz"))
-    expected = [f"depth_{t:04d}.npz" for t in range(len(names))]
+    return _numbered_count(out_root, scene_id, "depth_maps", "depth", ".npz", "depth")
+
+
+def sharp_frame_count(out_root: Path, scene_id: str) -> int:
+    """Number of sharp frames ``frame_0000.png .. frame_{n-1}.png`` of a scene (contiguous).
+
+    Raises InputError when there are none or the numbering has a gap.
+    """
+    return _numbered_count(out_root, scene_id, "frames_sharp", "frame", ".png", "deblur")
+
+
+def _numbered_count(
+    out_root: Path, scene_id: str, subdir: str, stem: str, suffix: str, stage: str
+) -> int:
+    """Count ``{subdir}/{stem}_XXXX{suffix}`` of a scene, numbered from 0 without gaps."""
+    folder = out_root / scene_id / subdir
+    names = sorted(p.name for p in folder.glob(f"{stem}_*{suffix}"))
+    expected = [f"{stem}_{t:04d}{suffix}" for t in range(len(names))]
     if not names:
         raise InputError(
-            "no depth maps; run `trainset focus depth` first",
+            f"scene {scene_id}: no {stem} files; run `trainset focus {stage}` first",
             file=folder,
-            expected="depth_0000.npz ...",
+            expected=f"{stem}_0000{suffix} ...",
             found="none",
         )
     if names != expected:
         missing = sorted(set(expected) - set(names))
         raise InputError(
-            "depth maps are not numbered contiguously from 0",
+            f"scene {scene_id}: {stem} files are not numbered contiguously from 0",
             file=folder,
-            expected=f"{len(names)} files depth_0000..depth_{len(names) - 1:04d}",
+            expected=f"{len(names)} files {stem}_0000..{stem}_{len(names) - 1:04d}",
             found=f"gaps, e.g. missing {missing[:3]}",
         )
     return len(names)

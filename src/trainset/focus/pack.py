@@ -28,6 +28,15 @@ from typing import Any
 import numpy as np
 
 from trainset.errors import InputError
+from trainset.focus.layout import (
+    bokeh_path,
+    depth_path,
+    focus_path,
+    frame_path,
+    metadata_path,
+    sharp_frame_count,
+)
+from trainset.pipeline.runner import scene_ids
 from trainset.store import (
     NPY_ALIGN,
     atomic_path,
@@ -48,53 +57,15 @@ SOURCE_DIRS = ("frames_sharp", "depth_maps", "focus_maps", "bokeh_renders")
 MODALITIES = ("frames", "depth", "focus", "bokeh")
 
 
-# -- the plan's files ------------------------------------------------------------------------
-def frame_file(scene_dir: Path, t: int) -> Path:
-    """``frames_sharp/frame_XXXX.png``."""
-    return scene_dir / "frames_sharp" / f"frame_{t:04d}.png"
-
-
-def depth_file(scene_dir: Path, t: int) -> Path:
-    """``depth_maps/depth_XXXX.npz`` (key ``depth``, float16 metres)."""
-    return scene_dir / "depth_maps" / f"depth_{t:04d}.npz"
-
-
-def focus_file(scene_dir: Path, s: int, t: int) -> Path:
-    """``focus_maps/set_XX/focus_XXXX.npz`` (key ``focus_map``, float16 in [0, 1])."""
-    return scene_dir / "focus_maps" / f"set_{s:02d}" / f"focus_{t:04d}.npz"
-
-
-def bokeh_file(scene_dir: Path, s: int, t: int) -> Path:
-    """``bokeh_renders/set_XX/bokeh_XXXX.png``."""
-    return scene_dir / "bokeh_renders" / f"set_{s:02d}" / f"bokeh_{t:04d}.png"
-
-
+# -- the plan's files (paths from trainset.focus.layout) ----------------------------------------
 def frame_count(scene_dir: Path) -> int:
     """Number of sharp frames ``frame_0000.png ..`` (must be numbered without gaps)."""
-    folder = scene_dir / "frames_sharp"
-    names = sorted(p.name for p in folder.glob("frame_*.png"))
-    if not names:
-        raise InputError(
-            f"scene {scene_dir.name}: no sharp frames",
-            file=folder,
-            expected="frame_0000.png ...",
-            found="none",
-        )
-    expected = [f"frame_{t:04d}.png" for t in range(len(names))]
-    if names != expected:
-        missing = sorted(set(expected) - set(names))[:3]
-        raise InputError(
-            f"scene {scene_dir.name}: frames are not numbered contiguously from 0",
-            file=folder,
-            expected=f"frame_0000..frame_{len(names) - 1:04d}",
-            found=f"missing {missing}",
-        )
-    return len(names)
+    return sharp_frame_count(scene_dir.parent, scene_dir.name)
 
 
 def read_sets(scene_dir: Path) -> list[dict[str, float]]:
     """``metadata.json`` ``sets[*]`` as ``{f, N, S_focus, max_coc}`` floats."""
-    path = scene_dir / "metadata.json"
+    path = metadata_path(scene_dir.parent, scene_dir.name)
     meta = read_json(path)
     sets = meta.get("sets") if isinstance(meta, dict) else None
     if not isinstance(sets, list):
@@ -122,22 +93,29 @@ def read_sets(scene_dir: Path) -> list[dict[str, float]]:
 
 def load_frame(scene_dir: Path, t: int) -> np.ndarray:
     """Sharp frame ``t`` as (3, H, W) uint8."""
-    return _chw(read_png(frame_file(scene_dir, t)), scene_dir, "frame", t)
+    return _chw(read_png(frame_path(scene_dir.parent, scene_dir.name, t)), scene_dir, "frame", t)
 
 
 def load_bokeh(scene_dir: Path, s: int, t: int) -> np.ndarray:
     """Render ``t`` of set ``s`` as (3, H, W) uint8."""
-    return _chw(read_png(bokeh_file(scene_dir, s, t)), scene_dir, f"set {s} bokeh", t)
+    return _chw(
+        read_png(bokeh_path(scene_dir.parent, scene_dir.name, s, t)), scene_dir, f"set {s} bokeh", t
+    )
 
 
 def load_depth(scene_dir: Path, t: int) -> np.ndarray:
     """Depth map ``t`` (H, W) as stored (float16 metres)."""
-    return _map(read_npz_array(depth_file(scene_dir, t), "depth"), scene_dir, "depth", t)
+    return _map(
+        read_npz_array(depth_path(scene_dir.parent, scene_dir.name, t), "depth"),
+        scene_dir,
+        "depth",
+        t,
+    )
 
 
 def load_focus(scene_dir: Path, s: int, t: int) -> np.ndarray:
     """Focus map ``t`` of set ``s`` (H, W) as stored (float16 in [0, 1])."""
-    arr = read_npz_array(focus_file(scene_dir, s, t), "focus_map")
+    arr = read_npz_array(focus_path(scene_dir.parent, scene_dir.name, s, t), "focus_map")
     return _map(arr, scene_dir, f"set {s} focus", t)
 
 
@@ -203,7 +181,8 @@ def pack_scene(out_root: str | os.PathLike[str], scene_id: str) -> dict[str, Any
     Sources that disagree in (H, W) or dtype are refused with an error naming the scene and
     frame. The previous ``pack.json`` is removed first, so a pack killed midway is never used.
     """
-    scene_dir = Path(out_root) / scene_id
+    root = Path(out_root)
+    scene_dir = root / scene_id
     if not scene_dir.is_dir():
         raise InputError(f"scene {scene_id} not found", file=scene_dir)
     out = scene_dir / PACK_DIR
@@ -233,7 +212,7 @@ def pack_scene(out_root: str | os.PathLike[str], scene_id: str) -> dict[str, Any
         u8,
         _per_frame((load_frame(scene_dir, t) for t in range(n)), (3, h, w), u8, "frame", scene_id),
     )
-    if depth_file(scene_dir, 0).exists():
+    if depth_path(root, scene_id, 0).exists():
         d0 = load_depth(scene_dir, 0)
         add(
             "depth",
@@ -243,9 +222,9 @@ def pack_scene(out_root: str | os.PathLike[str], scene_id: str) -> dict[str, Any
                 (load_depth(scene_dir, t) for t in range(n)), (h, w), d0.dtype, "depth", scene_id
             ),
         )
-    sets = read_sets(scene_dir) if (scene_dir / "metadata.json").exists() else []
+    sets = read_sets(scene_dir) if metadata_path(root, scene_id).exists() else []
     n_sets = len(sets)
-    if n_sets and focus_file(scene_dir, 0, 0).exists():
+    if n_sets and focus_path(root, scene_id, 0, 0).exists():
         f0 = load_focus(scene_dir, 0, 0)
         maps = (load_focus(scene_dir, s, t) for s in range(n_sets) for t in range(n))
         add(
@@ -254,7 +233,7 @@ def pack_scene(out_root: str | os.PathLike[str], scene_id: str) -> dict[str, Any
             f0.dtype,
             _per_frame(maps, (h, w), f0.dtype, "focus", scene_id, n),
         )
-    if n_sets and bokeh_file(scene_dir, 0, 0).exists():
+    if n_sets and bokeh_path(root, scene_id, 0, 0).exists():
         renders = (load_bokeh(scene_dir, s, t) for s in range(n_sets) for t in range(n))
         add(
             "bokeh",
@@ -298,14 +277,6 @@ def _per_frame(
         yield arr
 
 
-def scene_ids(out_root: str | os.PathLike[str]) -> list[str]:
-    """Scenes of a focus dataset: folders holding ``split.txt``, sorted."""
-    root = Path(out_root)
-    if not root.is_dir():
-        raise InputError("dataset root not found", file=root)
-    return sorted(p.parent.name for p in root.glob("*/split.txt"))
-
-
 def pack_dataset(
     out_root: str | os.PathLike[str],
     *,
@@ -313,12 +284,13 @@ def pack_dataset(
     force: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
-    """Pack every scene (or ``scenes``) whose pack is missing or stale; returns counts.
+    """Pack every scene of ``scene_index.json`` (or ``scenes``) whose pack is missing or stale;
+    returns counts.
 
     ``force`` re-packs current scenes too. ``progress`` is called with each scene id.
     """
     counts = {"packed": 0, "current": 0}
-    for scene_id in scenes if scenes is not None else scene_ids(out_root):
+    for scene_id in scenes if scenes is not None else scene_ids(Path(out_root)):
         if progress is not None:
             progress(scene_id)
         if not force and open_packed(Path(out_root) / scene_id) is not None:
