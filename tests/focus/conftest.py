@@ -31,6 +31,17 @@ def small_raw(_small_raw_master: Path, tmp_path: Path) -> Path:
     return raw
 
 
+@pytest.fixture
+def indexed_small(small_raw: Path, tmp_path: Path) -> Path:
+    """``trainset focus index`` run on :func:`small_raw` (min 4 frames); returns the out root."""
+    from trainset.cli import main
+
+    out = tmp_path / "out"
+    argv = ["focus", "index", "--raw-root", str(small_raw), "--out-root", str(out)]
+    assert main([*argv, "--min-frames", "4"]) == 0
+    return out
+
+
 class SceneInputs:
     """Writes the files the index, deblur and depth stages leave for labels/renders/validate:
     ``split.txt``, ``frames_sharp/frame_XXXX.png`` (seeded texture), ``depth_maps/depth_XXXX.npz``

@@ -127,29 +127,14 @@ def test_status_counts_done_stages(synthetic_run, capsys):
     assert rows["depth"] == ["6", "0", "0"]
 
 
-def _run_small(small_raw, out):
-    assert (
-        main(
-            [
-                "focus",
-                "index",
-                "--raw-root",
-                str(small_raw),
-                "--out-root",
-                str(out),
-                "--min-frames",
-                "4",
-            ]
-        )
-        == 0
-    )
+def _deblur_and_depth(out):
     assert main(["focus", "deblur", "--out-root", str(out)]) == 0
     assert main(["focus", "depth", "--out-root", str(out)]) == 0
 
 
-def test_changing_a_parameter_redoes_the_stage_and_its_dependents(small_raw, tmp_path):
-    out = tmp_path / "out"
-    _run_small(small_raw, out)
+def test_changing_a_parameter_redoes_the_stage_and_its_dependents(indexed_small):
+    out = indexed_small
+    _deblur_and_depth(out)
     before = _files(out)
     assert main(["focus", "deblur", "--out-root", str(out), "--sharpness-ratio", "0.3"]) == 0
     assert main(["focus", "depth", "--out-root", str(out)]) == 0
@@ -159,75 +144,27 @@ def test_changing_a_parameter_redoes_the_stage_and_its_dependents(small_raw, tmp
         assert after[f"{sid}/depth_maps/.done"] != before[f"{sid}/depth_maps/.done"]
 
 
-def test_task_index_runs_the_scene_at_that_position(small_raw, tmp_path, capsys):
-    out = tmp_path / "out"
-    main(
-        [
-            "focus",
-            "index",
-            "--raw-root",
-            str(small_raw),
-            "--out-root",
-            str(out),
-            "--min-frames",
-            "4",
-        ]
-    )
+def test_task_index_runs_the_scene_at_that_position(indexed_small, capsys):
+    out = indexed_small
     assert main(["focus", "deblur", "--out-root", str(out), "--task-index", "1"]) == 0
     assert [p.name for p in sorted(out.glob("*/frames_sharp/.done"))] == [".done"]
     assert (out / "scene_001" / "frames_sharp" / ".done").exists()
 
 
-def test_depth_before_deblur_exits_2_naming_the_stage(small_raw, tmp_path, capsys):
-    out = tmp_path / "out"
-    main(
-        [
-            "focus",
-            "index",
-            "--raw-root",
-            str(small_raw),
-            "--out-root",
-            str(out),
-            "--min-frames",
-            "4",
-        ]
-    )
+def test_depth_before_deblur_exits_2_naming_the_stage(indexed_small, capsys):
+    out = indexed_small
     assert main(["focus", "depth", "--out-root", str(out)]) == 2
     assert "run `trainset focus deblur` first" in capsys.readouterr().out
 
 
-def test_unknown_backend_exits_2(small_raw, tmp_path, capsys):
-    out = tmp_path / "out"
-    main(
-        [
-            "focus",
-            "index",
-            "--raw-root",
-            str(small_raw),
-            "--out-root",
-            str(out),
-            "--min-frames",
-            "4",
-        ]
-    )
+def test_unknown_backend_exits_2(indexed_small, capsys):
+    out = indexed_small
     assert main(["focus", "depth", "--out-root", str(out), "--backend", "nope"]) == 2
     assert "unknown depth backend" in capsys.readouterr().err
 
 
-def test_backend_option_without_equals_exits_2(small_raw, tmp_path, capsys):
-    out = tmp_path / "out"
-    main(
-        [
-            "focus",
-            "index",
-            "--raw-root",
-            str(small_raw),
-            "--out-root",
-            str(out),
-            "--min-frames",
-            "4",
-        ]
-    )
+def test_backend_option_without_equals_exits_2(indexed_small, capsys):
+    out = indexed_small
     assert main(["focus", "deblur", "--out-root", str(out), "--backend-option", "x"]) == 2
     assert "backend option must be KEY=VALUE" in capsys.readouterr().err
 

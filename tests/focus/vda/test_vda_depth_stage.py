@@ -41,24 +41,9 @@ def test_non_integer_input_size_option_is_refused(vits_checkpoint: Path) -> None
 
 
 def test_focus_depth_cli_writes_float16_depth_maps_with_vda(
-    small_raw: Path, tmp_path: Path, vits_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+    indexed_small: Path, vits_checkpoint: Path
 ) -> None:
-    out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "focus",
-                "index",
-                "--raw-root",
-                str(small_raw),
-                "--out-root",
-                str(out),
-                "--min-frames",
-                "4",
-            ]
-        )
-        == 0
-    )
+    out = indexed_small
     assert main(["focus", "deblur", "--out-root", str(out), "--scene", "scene_001"]) == 0
     argv = ["focus", "depth", "--out-root", str(out), "--scene", "scene_001", "--backend", "vda"]
     argv += ["--checkpoint", str(vits_checkpoint), "--input-size", "28", "--device", "cpu"]
@@ -73,26 +58,11 @@ def test_focus_depth_cli_writes_float16_depth_maps_with_vda(
 
 
 def test_focus_depth_cli_reports_a_bad_checkpoint(
-    small_raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    indexed_small: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "out"
+    out = indexed_small
     bad = tmp_path / "bad.pth"
     torch.save({"pretrained.pos_embed": torch.zeros(1, 1370, 384)}, bad)
-    assert (
-        main(
-            [
-                "focus",
-                "index",
-                "--raw-root",
-                str(small_raw),
-                "--out-root",
-                str(out),
-                "--min-frames",
-                "4",
-            ]
-        )
-        == 0
-    )
     argv = ["focus", "depth", "--out-root", str(out), "--backend", "vda", "--checkpoint", str(bad)]
     assert main(argv) == 2
     assert re.search(r"bad\.pth.*350 missing key\(s\)", capsys.readouterr().err)
