@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import beta as beta_dist
+from plan_formulas import plan_sample_coc_params, sha256_scene_seed
 
 from trainset.errors import InputError
 from trainset.focus.calibration import (
@@ -21,21 +21,8 @@ from trainset.store import atomic_write_json, read_json
 
 
 def plan_sets(stats, seed, n_sets=4):
-    """The plan's sample_coc_params (transcribed) with the scene's sha256 seed."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_sets):
-        f = rng.uniform(24e-3, 85e-3)
-        N = np.exp(rng.uniform(np.log(1.4), np.log(8.0)))
-        u = beta_dist.rvs(2, 2, random_state=int(rng.integers(1e9)))
-        out.append(
-            (float(f), float(N), float(stats["d_min"] + u * (stats["d_max"] - stats["d_min"])))
-        )
-    return out
-
-
-def sha_seed(scene_id):
-    return int.from_bytes(hashlib.sha256(scene_id.encode()).digest()[:8], "big") % 2**32
+    """The plan's sample_coc_params as (f, N, S_focus) tuples."""
+    return [(p["f"], p["N"], p["S_focus"]) for p in plan_sample_coc_params(stats, n_sets, seed)]
 
 
 def test_histogram_percentiles_are_within_half_a_percent_of_exact():
@@ -93,7 +80,7 @@ def test_calibrate_reports_percentiles_of_the_render_parameter_sets(tmp_path, sc
         for t in range(n):
             depth = np.load(tmp_path / scene_id / "depth_maps" / f"depth_{t:04d}.npz")["depth"]
             d = np.maximum(depth.astype(np.float32), 1e-6)
-            for f, N, S in plan_sets(depth_stats, sha_seed(scene_id)):
+            for f, N, S in plan_sets(depth_stats, sha256_scene_seed(scene_id)):
                 values.append((f**2 / (N * S)) * np.abs(d - S) / d)
     exact = np.concatenate([v.ravel() for v in values])
     for q in (50, 90, 95, 99):

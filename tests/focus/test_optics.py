@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from scipy.stats import beta as beta_dist
+from plan_formulas import plan_compute_focus_map, plan_compute_raw_coc, plan_sample_coc_params
 
 from trainset.errors import InputError
 from trainset.focus.optics import (
@@ -22,38 +22,6 @@ from trainset.focus.optics import (
     scene_seed,
     signed_coc_px,
 )
-
-# --- the plan's code, transcribed verbatim (focus-pipeline-plan.md, Phases 4 and 5) ---------
-
-
-def plan_compute_raw_coc(depth, f, N, S_focus):
-    depth_safe = np.maximum(depth.astype(np.float32), 1e-6)
-    return (f**2 / (N * S_focus)) * np.abs(depth_safe - S_focus) / depth_safe
-
-
-def plan_sample_coc_params(depth_stats, N_sets=4, seed=None):
-    rng = np.random.default_rng(seed)
-    d_min, d_max = depth_stats["d_min"], depth_stats["d_max"]
-    params = []
-    for _ in range(N_sets):
-        f = rng.uniform(24e-3, 85e-3)
-        log_N = rng.uniform(np.log(1.4), np.log(8.0))
-        N = np.exp(log_N)
-        u = beta_dist.rvs(2, 2, random_state=int(rng.integers(1e9)))
-        S_focus = d_min + u * (d_max - d_min)
-        params.append({"f": float(f), "N": float(N), "S_focus": float(S_focus)})
-    return params
-
-
-def plan_compute_focus_map(depth_map, f, N, S_focus, max_coc):
-    depth_safe = np.maximum(depth_map, 1e-6)
-    coc = (f**2 / (N * S_focus)) * np.abs(depth_safe - S_focus) / depth_safe
-    coc_norm = np.clip(coc / max_coc, 0.0, 1.0)
-    focus_map = (1.0 - coc_norm).astype(np.float16)
-    return focus_map
-
-
-# ---------------------------------------------------------------------------------------------
 
 STATS = {"d_min": 0.7, "d_max": 18.4, "d_median": 3.2, "d_p5": 0.8, "d_p95": 12.1}
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.stats import beta as beta_dist
+from plan_formulas import plan_sample_coc_params, sha256_scene_seed
 
 from trainset.errors import InputError
 from trainset.focus.labels import labels_params, run_labels
@@ -21,16 +19,8 @@ MAX_COC = 5e-4
 
 
 def plan_sets(stats, scene_id, n_sets=4):
-    seed = int.from_bytes(hashlib.sha256(scene_id.encode()).digest()[:8], "big") % 2**32
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_sets):
-        f = rng.uniform(24e-3, 85e-3)
-        N = np.exp(rng.uniform(np.log(1.4), np.log(8.0)))
-        u = beta_dist.rvs(2, 2, random_state=int(rng.integers(1e9)))
-        S = stats["d_min"] + u * (stats["d_max"] - stats["d_min"])
-        out.append({"f": float(f), "N": float(N), "S_focus": float(S)})
-    return out
+    """The plan's sample_coc_params seeded by sha256 of the scene id."""
+    return plan_sample_coc_params(stats, n_sets, sha256_scene_seed(scene_id))
 
 
 def plan_focus_map(depth_map, f, N, S_focus, max_coc):
