@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -191,19 +190,36 @@ def test_killed_depth_run_finishes_on_rerun_with_loadable_files_and_no_temps(tmp
     )
     assert main(["focus", "deblur", "--out-root", str(out)]) == 0
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainset.cli", "focus", "depth", "--out-root", str(out)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # The run SIGKILLs itself at its 18th atomic rename: config.yaml, then 13 per scene (8 maps,
+    # stats.json, 3 log parts, .done), so scene_001's depth_0003.npz is written and fsynced but
+    # never renamed. Deterministic, unlike a kill timed from outside.
+    killer = (
+        "import os, signal, sys\n"
+        "import trainset.store.atomic as atomic\n"
+        "renames = [0]\n"
+        "def replace(src, dst):\n"
+        "    renames[0] += 1\n"
+        "    if renames[0] == 18:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    os.replace(src, dst)\n"
+        "atomic._replace = replace\n"
+        "from trainset.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
     )
-    deadline = time.monotonic() + 60
-    while not list(out.glob("*/depth_maps/depth_0003.npz")) and time.monotonic() < deadline:
-        time.sleep(0.002)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_at_kill = len(list(out.glob("*/depth_maps/.done")))
-    assert done_at_kill < 4
+    proc = subprocess.run(
+        [sys.executable, "-c", killer, "focus", "depth", "--out-root", str(out)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL
+    temps = [p.relative_to(out) for p in out.rglob("*") if ".tmp-" in p.name]
+    assert [(t.parent.as_posix(), t.name.split(".tmp-")[0]) for t in temps] == [
+        ("scene_001/depth_maps", ".depth_0003.npz")
+    ]
+    assert not (out / "scene_001" / "depth_maps" / "depth_0003.npz").exists()
+    assert [p.parent.parent.name for p in out.glob("*/depth_maps/.done")] == ["scene_000"]
     assert main(["focus", "depth", "--out-root", str(out)]) == 0
     assert len(list(out.glob("*/depth_maps/.done"))) == 4
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
