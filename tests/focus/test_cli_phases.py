@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from plan_formulas import plan_compute_focus_map
 
 from trainset.cli import main
-from trainset.store import read_json
+from trainset.store import read_json, read_npz_array
 
 
 def _run(*argv: str) -> int:
@@ -178,9 +178,17 @@ def test_validate_refuses_a_scene_index_from_elsewhere(finished_master, tmp_path
     assert "the scene index must be the output root's" in capsys.readouterr().err
 
 
-def test_focus_maps_of_the_run_are_in_range(finished_master):
+def test_focus_maps_of_the_run_are_the_plans_formula_on_the_stored_depth(finished_master):
     out, _ = finished_master
-    for path in sorted(Path(out).glob("scene_*/focus_maps/set_*/focus_*.npz"))[:8]:
-        with np.load(path, allow_pickle=False) as z:
-            fm = z["focus_map"]
-        assert fm.dtype == np.float16 and fm.min() >= 0 and fm.max() <= 1
+    meta = read_json(out / "scene_002" / "metadata.json")
+    assert len(meta["sets"]) == 2
+    for s, params in enumerate(meta["sets"]):
+        lens = {k: params[k] for k in ("f", "N", "S_focus", "max_coc")}
+        for t in (0, 5):
+            depth = read_npz_array(out / "scene_002" / "depth_maps" / f"depth_{t:04d}.npz", "depth")
+            path = out / "scene_002" / "focus_maps" / f"set_{s:02d}" / f"focus_{t:04d}.npz"
+            fm = read_npz_array(path, "focus_map")
+            assert fm.dtype == np.float16
+            assert (
+                fm.tobytes() == plan_compute_focus_map(depth.astype(np.float32), **lens).tobytes()
+            )
