@@ -186,12 +186,15 @@ def test_shard_headers_are_page_aligned(amplitude_tif, tmp_path):
     assert os.path.getsize(path) == NPY_ALIGN + 99 * 32 * 32 * 4
 
 
-def test_float16_shards(amplitude_tif, tmp_path):
-    manifest = load_manifest(
-        build([amplitude_tif], tmp_path / "out", units="amplitude", dtype="float16")
+def test_float16_shards_hold_the_float32_patches_rounded(amplitude_tif, tmp_path):
+    half = load_manifest(
+        build([amplitude_tif], tmp_path / "half", units="amplitude", dtype="float16")
     )
-    data = np.load(manifest.shard_paths()[0], allow_pickle=False)
-    assert data.dtype == np.float16 and manifest.dtype == "float16"
+    full = load_manifest(build([amplitude_tif], tmp_path / "full", units="amplitude"))
+    data = np.load(half.shard_paths()[0], allow_pickle=False)
+    want = np.load(full.shard_paths()[0], allow_pickle=False).astype(np.float16)
+    assert data.dtype == np.float16 and half.dtype == "float16"
+    assert data.tobytes() == want.tobytes()
 
 
 def test_bands_as_separate_patches(tmp_path):
