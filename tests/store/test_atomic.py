@@ -17,7 +17,14 @@ from trainset.store.atomic import (
     atomic_write_yaml,
     remove_stale_temps,
 )
-from trainset.store.codecs import NPY_ALIGN, npz_headers, read_npz_array, read_png, read_yaml
+from trainset.store.codecs import (
+    NPY_ALIGN,
+    encode_csv,
+    npz_headers,
+    read_npz_array,
+    read_png,
+    read_yaml,
+)
 
 
 def test_failure_between_write_and_rename_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
@@ -142,3 +149,8 @@ def test_npz_reader_errors_name_the_file(tmp_path):
     atomic_write_npz(ok, {"a": np.zeros(2)})
     with pytest.raises(InputError, match=r"key 'b': required array is missing"):
         read_npz_array(ok, "b")
+
+
+def test_encode_csv_writes_header_then_rows_quoting_commas():
+    text = encode_csv(["scene_id", "frame", "value"], [["a", "frame_0000", 1.5], ["b,c", "x", 2]])
+    assert text == 'scene_id,frame,value\na,frame_0000,1.5\n"b,c",x,2\n'

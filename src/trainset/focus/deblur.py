@@ -11,8 +11,6 @@ and retried once, then the scene fails (the runner logs it and goes on).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +22,7 @@ from trainset.errors import InputError, TrainsetError
 from trainset.focus.scenes import scene_frames
 from trainset.pipeline.dataset_files import write_scene_log
 from trainset.store.atomic import atomic_write_png
-from trainset.store.codecs import read_png
+from trainset.store.codecs import encode_csv, read_png
 
 if TYPE_CHECKING:
     import torch
@@ -318,14 +316,6 @@ def make_deblur_backend(name: str, **options: Any) -> DeblurBackend:
         ) from exc
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def run_deblur_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:
     """Stage function: sharp frames and sharpness/PSNR logs for one scene.
 
@@ -361,7 +351,7 @@ def run_deblur_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) -
         out_root,
         SHARPNESS_LOG,
         scene_id,
-        _csv_text(
+        encode_csv(
             ["scene_id", "frame", "sharpness"],
             [[scene_id, frame_name(t), f"{s:.6g}"] for t, s in enumerate(scores)],
         ),
@@ -372,6 +362,6 @@ def run_deblur_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) -
         out_root,
         PSNR_LOG,
         scene_id,
-        _csv_text(["scene_id", "frames", "psnr_db"], [[scene_id, len(sharp), f"{psnr:.4f}"]]),
+        encode_csv(["scene_id", "frames", "psnr_db"], [[scene_id, len(sharp), f"{psnr:.4f}"]]),
     )
     return {"frames": len(sharp), "sharpness_warnings": len(warnings)}

@@ -11,8 +11,6 @@ pixels, and values outside the positive float16 range are clamped to it; both ar
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,6 +25,7 @@ from trainset.focus.depth_backends import DepthBackend, DepthScene, make_depth_b
 from trainset.focus.scenes import scene_frames
 from trainset.pipeline.dataset_files import write_scene_log
 from trainset.store.atomic import atomic_write_json, atomic_write_npz
+from trainset.store.codecs import encode_csv
 from trainset.store.hashing import params_hash
 
 DEPTH_DIR = "depth_maps"
@@ -105,14 +104,6 @@ def depth_backend_for(params: Mapping[str, Any]) -> DepthBackend:
     if key not in _BACKENDS:
         _BACKENDS[key] = make_depth_backend(name, **options)
     return _BACKENDS[key]
-
-
-def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:
@@ -214,7 +205,7 @@ def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) ->
         root,
         PATCH_LOG,
         scene_id,
-        _csv_text(
+        encode_csv(
             ["scene_id", "frame", "nan", "inf", "nonpositive", "clamped", "fill_m"], patch_rows
         ),
     )

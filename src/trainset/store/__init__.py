@@ -13,6 +13,7 @@ from trainset.store.atomic import (
 )
 from trainset.store.codecs import (
     NPY_ALIGN,
+    encode_csv,
     encode_npz,
     npz_headers,
     read_json,
@@ -35,6 +36,7 @@ __all__ = [
     "atomic_write_png",
     "atomic_write_text",
     "atomic_write_yaml",
+    "encode_csv",
     "encode_npz",
     "is_current",
     "npz_headers",

@@ -1,4 +1,4 @@
-"""Codecs: deterministic NPZ, page-aligned NPY headers, PNG, JSON/YAML reading.
+"""Codecs: deterministic NPZ, page-aligned NPY headers, PNG, CSV text, JSON/YAML reading.
 
 Readers never unpickle: every ``np.load`` here passes ``allow_pickle=False``, and errors name
 the file and key.
@@ -6,11 +6,12 @@ the file and key.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -192,3 +193,12 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         raise InputError("file not found", file=p) from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(f"invalid YAML: {exc}", file=p) from exc
+
+
+def encode_csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """CSV text: ``header`` then ``rows``, ``\n`` line ends, quoting where a field needs it."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
