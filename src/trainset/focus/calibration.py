@@ -22,6 +22,7 @@ from trainset.focus.layout import (
     depth_frame_count,
     depth_path,
     depth_stats_path,
+    read_depth_stats,
     read_scene_index,
 )
 from trainset.focus.optics import (
@@ -195,21 +196,6 @@ def resolve_max_coc(value: str, out_root: Path) -> float:
     return check_max_coc(number)
 
 
-def _scene_depth_stats(out_root: Path, scene_id: str) -> dict[str, Any] | None:
-    path = depth_stats_path(out_root, scene_id)
-    if not path.exists():
-        return None
-    stats = read_json(path)
-    if not isinstance(stats, dict):
-        raise InputError(
-            "depth stats are not a JSON object",
-            file=path,
-            expected="{d_min, d_max, ...}",
-            found=stats,
-        )
-    return stats
-
-
 def calibrate(
     out_root: Path,
     *,
@@ -237,11 +223,11 @@ def calibrate(
     frames = 0
     with Progress(len(chosen), "calibrate", stream=None if show_progress else io.StringIO()) as bar:
         for scene_id in chosen:
-            stats = _scene_depth_stats(out_root, scene_id)
-            if stats is None:
+            if not depth_stats_path(out_root, scene_id).exists():
                 skipped.append(scene_id)
                 bar.update(1, scene_id)
                 continue
+            stats = read_depth_stats(out_root, scene_id)
             param_sets = scene_coc_params(scene_id, stats, n_sets)
             for t in range(depth_frame_count(out_root, scene_id)):
                 depth = read_npz_array(depth_path(out_root, scene_id, t), "depth").astype(

@@ -22,9 +22,9 @@ from trainset.focus.calibration import check_max_coc
 from trainset.focus.layout import (
     depth_frame_count,
     depth_path,
-    depth_stats_path,
     focus_path,
     metadata_path,
+    read_depth_stats,
     set_dir,
 )
 from trainset.focus.optics import (
@@ -59,22 +59,6 @@ def labels_params(
         "n_sets": int(n_sets),
         "coc_model": check_coc_model(coc_model),
     }
-
-
-def read_depth_stats(out_root: Path, scene_id: str) -> dict[str, Any]:
-    """``depth_maps/stats.json`` of a scene (InputError when missing or not an object)."""
-    path = depth_stats_path(out_root, scene_id)
-    if not path.exists():
-        raise InputError("depth statistics missing; run `trainset focus depth` first", file=path)
-    stats = read_json(path)
-    if not isinstance(stats, dict):
-        raise InputError(
-            "depth statistics are not a JSON object",
-            file=path,
-            expected="{d_min, d_max, ...}",
-            found=stats,
-        )
-    return stats
 
 
 def scene_sets(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> list[dict[str, float]]:

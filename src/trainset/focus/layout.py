@@ -19,6 +19,7 @@ from typing import Any
 
 from trainset.errors import InputError
 from trainset.focus.scenes import load_scene_index
+from trainset.store.codecs import read_json
 
 SCENE_INDEX = "scene_index.json"
 SPLITS = ("train", "val", "test")
@@ -76,6 +77,22 @@ def read_scene_index(out_root: Path) -> dict[str, dict[str, Any]]:
                 found=entry,
             )
     return index
+
+
+def read_depth_stats(out_root: Path, scene_id: str) -> dict[str, Any]:
+    """``depth_maps/stats.json`` of a scene (InputError when missing or not an object)."""
+    path = depth_stats_path(out_root, scene_id)
+    if not path.exists():
+        raise InputError("depth statistics missing; run `trainset focus depth` first", file=path)
+    stats = read_json(path)
+    if not isinstance(stats, dict):
+        raise InputError(
+            "depth statistics are not a JSON object",
+            file=path,
+            expected="{d_min, d_max, ...}",
+            found=stats,
+        )
+    return stats
 
 
 def depth_frame_count(out_root: Path, scene_id: str) -> int:
