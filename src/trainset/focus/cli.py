@@ -16,9 +16,17 @@ from trainset.cli import EXIT_FAILURES, EXIT_OK, add_group, flag
 from trainset.errors import InputError
 
 
+def add_root_options(parser: argparse.ArgumentParser, *, raw: bool = False) -> None:
+    """Required ``--out-root`` (and with ``raw``, first, ``--raw-root``), plus the plan's
+    underscore spellings."""
+    if raw:
+        parser.add_argument(*flag("--raw-root"), dest="raw_root", type=Path, required=True)
+    parser.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+
+
 def add_scene_options(parser: argparse.ArgumentParser) -> None:
     """Options every scene stage takes: output root, scene selection, workers, force."""
-    parser.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    add_root_options(parser)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--scene", help="run one scene by id")
     which.add_argument(
@@ -209,8 +217,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="scan and validate the raw set, write scene_index.json and splits",
         epilog="Exit codes: 0 index written, 2 bad usage or no usable scene.",
     )
-    p.add_argument(*flag("--raw-root"), dest="raw_root", type=Path, required=True)
-    p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    add_root_options(p, raw=True)
     p.add_argument(*flag("--min-frames"), dest="min_frames", type=int, default=DEFAULT_MIN_FRAMES)
     p.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED, help="split seed (plan: 42)")
     p.add_argument(
@@ -281,7 +288,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="stages x (done, pending, failed)",
         epilog="Exit codes: 0 no failed scene, 1 some failed, 2 bad usage.",
     )
-    p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    add_root_options(p)
     p.set_defaults(func=_status)
 
     from trainset.focus.cli_phases import register_commands
@@ -296,7 +303,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "FocusClipDataset reads packs when present; validate checks them.",
         epilog="Exit codes: 0 packs written or current, 2 bad usage or input.",
     )
-    p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    add_root_options(p)
     p.add_argument("--scene", action="append", help="pack only this scene (repeat)")
     p.add_argument("--force", action="store_true", help="re-pack scenes whose pack is current")
     p.set_defaults(func=_pack)

@@ -295,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def register_commands(focus: argparse._SubParsersAction) -> None:
     """Add calibrate, render, validate and run to the ``trainset focus`` group."""
-    from trainset.focus.cli import add_scene_options
+    from trainset.focus.cli import add_root_options, add_scene_options
     from trainset.focus.index import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
 
     p = focus.add_parser(
@@ -303,7 +303,7 @@ def register_commands(focus: argparse._SubParsersAction) -> None:
         help="CoC distribution of a sample of scenes -> logs/coc_stats.json, recommended max_coc",
         epilog="Exit codes: 0 statistics written, 2 bad usage or no depth to calibrate on.",
     )
-    p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    add_root_options(p)
     p.add_argument(
         *flag("--sample-fraction"),
         dest="sample_fraction",
@@ -343,7 +343,7 @@ def register_commands(focus: argparse._SubParsersAction) -> None:
         help="check every scene's outputs -> logs/validation_report.json",
         epilog="Exit codes: 0 every scene passes, 1 some scene fails, 2 bad usage or input.",
     )
-    p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    add_root_options(p)
     p.add_argument("--report", type=Path, help="default logs/validation_report.json")
     p.add_argument(
         *flag("--scene-index"),
@@ -364,8 +364,7 @@ def register_commands(focus: argparse._SubParsersAction) -> None:
         help="index, deblur, depth, calibrate; with --max-coc also render and validate",
         epilog="Exit codes: 0 done (or stopped at the gate), 1 failures, 2 bad usage or input.",
     )
-    p.add_argument(*flag("--raw-root"), dest="raw_root", type=Path, required=True)
-    p.add_argument(*flag("--out-root"), dest="out_root", type=Path, required=True)
+    add_root_options(p, raw=True)
     p.add_argument(
         *flag("--max-coc"),
         dest="max_coc",
