@@ -25,3 +25,12 @@ def test_doctor_reports_torch_and_exits_0(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "torch" in result.stdout and "free disk" in result.stdout
     assert result.stdout.strip().endswith("usable")
+
+
+def test_demo_into_an_unwritable_place_exits_2_naming_the_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["demo", "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{blocker / 'out'}: key '--out': cannot create the demo output folder" in err
+    assert "found Not a directory" in err

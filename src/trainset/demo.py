@@ -11,12 +11,23 @@ import argparse
 from pathlib import Path
 
 from trainset.cli import EXIT_FAILURES, EXIT_OK
+from trainset.errors import InputError
 
 
 def _run(args: argparse.Namespace) -> int:
     from trainset.focus.demo import focus_demo_summary, run_focus_demo
     from trainset.ptycho import run_ptycho_demo
 
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            "cannot create the demo output folder",
+            file=args.out,
+            key="--out",
+            expected="a writable folder",
+            found=exc.strerror or str(exc),
+        ) from exc
     focus = run_focus_demo(args.out / "focus")
     focus_ok = focus.exit_code == EXIT_OK and not focus.report.get("failed_scenes", [None])
     result = run_ptycho_demo(args.out)
