@@ -35,12 +35,7 @@ VALIDATION_NOTES = (
 )
 
 
-def subset_indices(n_total: int, n_subset: int, strategy: str = "first") -> np.ndarray:
-    """Row indices (n_subset,) int64, increasing, into a scan of ``n_total`` positions.
-
-    ``first``: 0..n_subset-1 (the plan). ``stratified``: the scan order split into n_subset equal
-    strata, the first row of each: ``floor(i * n_total / n_subset)``.
-    """
+def _check_strategy(strategy: str) -> None:
     if strategy not in STRATEGIES:
         raise InputError(
             "unknown subset strategy",
@@ -48,6 +43,15 @@ def subset_indices(n_total: int, n_subset: int, strategy: str = "first") -> np.n
             expected="first or stratified",
             found=repr(strategy),
         )
+
+
+def subset_indices(n_total: int, n_subset: int, strategy: str = "first") -> np.ndarray:
+    """Row indices (n_subset,) int64, increasing, into a scan of ``n_total`` positions.
+
+    ``first``: 0..n_subset-1 (the plan). ``stratified``: the scan order split into n_subset equal
+    strata, the first row of each: ``floor(i * n_total / n_subset)``.
+    """
+    _check_strategy(strategy)
     if not MIN_SUBSET <= n_subset <= n_total:
         raise InputError(
             "subset size out of range",
@@ -111,13 +115,7 @@ def generate_fixture(
             expected="a sidecar path different from --output",
             found=str(output),
         )
-    if strategy not in STRATEGIES:
-        raise InputError(
-            "unknown subset strategy",
-            key="--strategy",
-            expected="first or stratified",
-            found=repr(strategy),
-        )
+    _check_strategy(strategy)
     _check_subset_size(source, n_subset, None)
     data = read_source(source, layout=layout)
     _check_subset_size(source, n_subset, data.n_scan)
