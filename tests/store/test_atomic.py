@@ -21,6 +21,7 @@ from trainset.store.codecs import (
     NPY_ALIGN,
     encode_csv,
     npz_headers,
+    read_json,
     read_npz_array,
     read_png,
     read_yaml,
@@ -154,3 +155,13 @@ def test_npz_reader_errors_name_the_file(tmp_path):
 def test_encode_csv_writes_header_then_rows_quoting_commas():
     text = encode_csv(["scene_id", "frame", "value"], [["a", "frame_0000", 1.5], ["b,c", "x", 2]])
     assert text == 'scene_id,frame,value\na,frame_0000,1.5\n"b,c",x,2\n'
+
+
+def test_read_json_of_a_folder_is_an_input_error_naming_it(tmp_path):
+    with pytest.raises(InputError, match=r"cannot read JSON: Is a directory \(expected a readable"):
+        read_json(tmp_path)
+
+
+def test_read_yaml_of_a_folder_is_an_input_error_naming_it(tmp_path):
+    with pytest.raises(InputError, match=r"cannot read YAML: Is a directory"):
+        read_yaml(tmp_path)

@@ -182,6 +182,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise InputError("file not found", file=p) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"invalid JSON: {exc}", file=p) from exc
+    except OSError as exc:
+        raise InputError(
+            f"cannot read JSON: {exc.strerror or exc}", file=p, expected="a readable file"
+        ) from exc
 
 
 def read_yaml(path: str | os.PathLike[str]) -> Any:
@@ -193,6 +197,10 @@ def read_yaml(path: str | os.PathLike[str]) -> Any:
         raise InputError("file not found", file=p) from exc
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(f"invalid YAML: {exc}", file=p) from exc
+    except OSError as exc:
+        raise InputError(
+            f"cannot read YAML: {exc.strerror or exc}", file=p, expected="a readable file"
+        ) from exc
 
 
 def encode_csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
