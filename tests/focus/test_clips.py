@@ -256,3 +256,16 @@ def test_missing_split_txt_names_the_scene(root):
     (root / "beta" / "split.txt").unlink()
     with pytest.raises(InputError, match=r"scene beta: no valid split.txt.*found no file"):
         FocusClipDataset(root, "train")
+
+
+def test_depth_map_that_is_not_2d_names_file_key_and_shape(root):
+    atomic_write_npz(
+        root / "alpha" / "depth_maps" / "depth_0001.npz", {"depth": np.ones((2, 8, 12), np.float16)}
+    )
+    ds = FocusClipDataset(root, "train", clip_len=2, modalities=["depth"])
+    with pytest.raises(
+        InputError,
+        match=r"alpha/depth_maps/depth_0001\.npz: key 'depth': scene alpha frame 1: depth map is "
+        r"not a 2-D float array \(expected \(H, W\) float16, found \(2, 8, 12\) float16\)",
+    ):
+        ds[0]

@@ -93,46 +93,39 @@ def read_sets(scene_dir: Path) -> list[dict[str, float]]:
 
 def load_frame(scene_dir: Path, t: int) -> np.ndarray:
     """Sharp frame ``t`` as (3, H, W) uint8."""
-    return _chw(read_png(frame_path(scene_dir.parent, scene_dir.name, t)), scene_dir, "frame", t)
+    return _chw(frame_path(scene_dir.parent, scene_dir.name, t))
 
 
 def load_bokeh(scene_dir: Path, s: int, t: int) -> np.ndarray:
     """Render ``t`` of set ``s`` as (3, H, W) uint8."""
-    return _chw(
-        read_png(bokeh_path(scene_dir.parent, scene_dir.name, s, t)), scene_dir, f"set {s} bokeh", t
-    )
+    return _chw(bokeh_path(scene_dir.parent, scene_dir.name, s, t))
 
 
 def load_depth(scene_dir: Path, t: int) -> np.ndarray:
     """Depth map ``t`` (H, W) as stored (float16 metres)."""
-    return _map(
-        read_npz_array(depth_path(scene_dir.parent, scene_dir.name, t), "depth"),
-        scene_dir,
-        "depth",
-        t,
-    )
+    path = depth_path(scene_dir.parent, scene_dir.name, t)
+    return _map(path, "depth", scene_dir.name, "depth", t)
 
 
 def load_focus(scene_dir: Path, s: int, t: int) -> np.ndarray:
     """Focus map ``t`` of set ``s`` (H, W) as stored (float16 in [0, 1])."""
-    arr = read_npz_array(focus_path(scene_dir.parent, scene_dir.name, s, t), "focus_map")
-    return _map(arr, scene_dir, f"set {s} focus", t)
+    path = focus_path(scene_dir.parent, scene_dir.name, s, t)
+    return _map(path, "focus_map", scene_dir.name, f"set {s} focus", t)
 
 
-def _chw(img: np.ndarray, scene_dir: Path, what: str, t: int) -> np.ndarray:
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise InputError(
-            f"scene {scene_dir.name} frame {t}: {what} is not an RGB uint8 image",
-            expected="(H, W, 3) uint8",
-            found=f"{img.shape} {img.dtype}",
-        )
-    return np.ascontiguousarray(img.transpose(2, 0, 1))
+def _chw(path: Path) -> np.ndarray:
+    """The image at ``path`` as (3, H, W) uint8 RGB (``read_png`` converts any mode to RGB)."""
+    return np.ascontiguousarray(read_png(path).transpose(2, 0, 1))
 
 
-def _map(arr: np.ndarray, scene_dir: Path, what: str, t: int) -> np.ndarray:
+def _map(path: Path, key: str, scene_id: str, what: str, t: int) -> np.ndarray:
+    """Array ``key`` of the NPZ at ``path``, which must be 2-D float."""
+    arr = read_npz_array(path, key)
     if arr.ndim != 2 or arr.dtype.kind != "f":
         raise InputError(
-            f"scene {scene_dir.name} frame {t}: {what} map is not a 2-D float array",
+            f"scene {scene_id} frame {t}: {what} map is not a 2-D float array",
+            file=path,
+            key=key,
             expected="(H, W) float16",
             found=f"{arr.shape} {arr.dtype}",
         )
