@@ -115,7 +115,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="each band its own (1,P,P) patch, or bands stacked as channels (C,P,P)",
     )
     p.add_argument(*flag("--shard-size"), type=int, default=4096, help="max patches per shard")
-    p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="shard dtype (float32; float16 halves the size, datasets return float32)",
+    )
     p.set_defaults(func=_patches)
 
     v = group.add_parser(
