@@ -11,7 +11,8 @@ import yaml
 from plan_formulas import plan_compute_focus_map
 
 from trainset.cli import main
-from trainset.store import read_json, read_npz_array
+from trainset.focus.pack import pack_dataset
+from trainset.store import atomic_write_npz, read_json, read_npz_array
 
 
 def _run(*argv: str) -> int:
@@ -105,6 +106,18 @@ def test_validate_requeue_repairs_deleted_corrupt_and_missing_files(finished, ca
         "renders": ["scene_001"],
     }
     assert _run("focus", "validate", "--out-root", str(out)) == 0
+
+
+def test_requeue_of_a_packed_scene_repacks_it_so_one_requeue_suffices(finished):
+    out, _ = finished
+    depth = out / "scene_001" / "depth_maps" / "depth_0002.npz"
+    atomic_write_npz(depth, {"depth": np.zeros_like(read_npz_array(depth, "depth"))})
+    pack_dataset(out)  # the pack matches the (bad) files: only the depth check fails
+    assert _run("focus", "validate", "--out-root", str(out)) == 1
+    report = read_json(out / "logs" / "validation_report.json")
+    assert report["rerun_stages"] == {"scene_001": ["depth", "labels", "renders", "pack"]}
+    assert _run("focus", "validate", "--out-root", str(out), "--requeue") == 0
+    assert read_json(out / "logs" / "validation_report.json")["requeued"]["pack"] == ["scene_001"]
 
 
 def test_render_only_renders_leaves_the_labels_alone(finished):

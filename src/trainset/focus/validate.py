@@ -32,7 +32,7 @@ from PIL import Image
 from trainset.errors import InputError
 from trainset.focus.layout import SPLITS, metadata_path, read_scene_index
 from trainset.focus.optics import DEFAULT_N_SETS
-from trainset.focus.pack import check_packed_scene, pack_dataset
+from trainset.focus.pack import PACK_DIR, PACK_FILE, check_packed_scene, pack_dataset
 from trainset.pipeline.dataset_files import read_config
 from trainset.store import atomic_write_json, atomic_write_text, read_json, read_npz_array
 from trainset.store.sentinels import read_sentinel, sentinel_path
@@ -63,16 +63,21 @@ class SceneCheck:
 
     scene_id: str
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    # The scene has a pack, which must be packed again after any stage whose files it copies.
+    packed: bool = False
 
     def fail(self, check: str, reason: str, stage: str) -> None:
         self.failures.append((check, reason, stage))
 
     def rerun_stages(self) -> list[str]:
-        """The failing stages plus their downstream stages, in pipeline order."""
+        """The failing stages plus their downstream stages (the pack, when the scene has one,
+        after any stage whose files it copies), in pipeline order."""
         needed: set[str] = set()
         for _, _, stage in self.failures:
             needed.add(stage)
             needed.update(DOWNSTREAM[stage])
+        if self.packed and needed & set(STAGE_DIRS):
+            needed.add("pack")
         return [s for s in STAGE_ORDER if s in needed]
 
 
@@ -248,6 +253,7 @@ def check_scene(
                     "renders",
                 )
     _check_metadata(scene, out_root, scene_id, n_sets, max_coc)
+    scene.packed = (root / PACK_DIR / PACK_FILE).exists()
     for check, reason in check_packed_scene(out_root, scene_id):
         scene.fail(check, reason, "pack")
     for stage, folder_name in STAGE_DIRS.items():
