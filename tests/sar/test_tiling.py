@@ -338,3 +338,9 @@ def test_normalizer_falls_back_for_another_dtype():
     )
     np.testing.assert_allclose(norm, [[[(10 * np.log10(0.5) + 25) / 30, 0.0]]], atol=1e-6)
     np.testing.assert_array_equal(valid, [[[True, False]]])
+
+
+def test_reading_a_geotiff_without_rasterio_gives_the_install_hint(amplitude_tif, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # `import rasterio` raises ImportError
+    with pytest.raises(InputError, match=r"rasterio is required.*pip install 'trainset\[sar\]'"):
+        open_raster(amplitude_tif)

@@ -28,7 +28,7 @@ GDAL_CACHE_MB = 64
 def _rasterio() -> Any:
     try:
         import rasterio
-    except ImportError as exc:  # pragma: no cover - rasterio is in the dev extras
+    except ImportError as exc:
         raise InputError(
             "rasterio is required to read GeoTIFFs; install it with pip install 'trainset[sar]'"
         ) from exc
