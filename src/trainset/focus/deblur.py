@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 
 from trainset.errors import InputError, TrainsetError
+from trainset.focus.backend_registry import BackendRegistry
 from trainset.focus.scenes import scene_frames
 from trainset.pipeline.dataset_files import write_scene_log
 from trainset.store.atomic import atomic_write_png
@@ -285,35 +286,24 @@ def make_unsharp(
 
 
 DeblurFactory = Callable[..., DeblurBackend]
-_FACTORIES: dict[str, DeblurFactory] = {"passthrough": Passthrough, "unsharp": make_unsharp}
+_REGISTRY: BackendRegistry[DeblurBackend] = BackendRegistry(
+    "deblur", {"passthrough": Passthrough, "unsharp": make_unsharp}
+)
 
 
 def register_deblur_backend(name: str, factory: DeblurFactory) -> None:
     """Make ``make_deblur_backend(name, **options)`` call ``factory(**options)``."""
-    _FACTORIES[name] = factory
+    _REGISTRY.register(name, factory)
 
 
 def deblur_backend_names() -> list[str]:
     """Registered deblur backend names."""
-    return sorted(_FACTORIES)
+    return _REGISTRY.names()
 
 
 def make_deblur_backend(name: str, **options: Any) -> DeblurBackend:
     """Build deblur backend ``name``; InputError for an unknown name or option."""
-    factory = _FACTORIES.get(name)
-    if factory is None:
-        raise InputError(
-            "unknown deblur backend", key="--backend", expected=deblur_backend_names(), found=name
-        )
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise InputError(
-            f"deblur backend '{name}' rejected its options: {exc}",
-            key="--backend-option",
-            expected="options the backend takes",
-            found=sorted(options),
-        ) from exc
+    return _REGISTRY.make(name, **options)
 
 
 def run_deblur_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:

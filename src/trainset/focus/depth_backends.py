@@ -11,7 +11,6 @@ when :mod:`trainset.focus.vda` is imported (done lazily by :func:`make_depth_bac
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from trainset.errors import InputError
+from trainset.focus.backend_registry import BackendRegistry
 from trainset.store.codecs import npz_headers, read_npz_array, read_png
 
 # Where the depth files of the `provided` backend live, relative to raw_root/{scene_id}.
@@ -60,47 +60,25 @@ class DepthBackend(Protocol):
 
 DepthBackendFactory = Callable[..., DepthBackend]
 
-_FACTORIES: dict[str, DepthBackendFactory] = {}
-# Backends whose module registers them on import; imported only when asked for by name.
-_LAZY_MODULES = {"vda": "trainset.focus.vda"}
+# Backends whose module registers them on import are imported only when asked for by name.
+_REGISTRY: BackendRegistry[DepthBackend] = BackendRegistry(
+    "depth", lazy={"vda": "trainset.focus.vda"}
+)
 
 
 def register_depth_backend(name: str, factory: DepthBackendFactory) -> None:
     """Make ``make_depth_backend(name, **options)`` call ``factory(**options)``."""
-    _FACTORIES[name] = factory
+    _REGISTRY.register(name, factory)
 
 
 def depth_backend_names() -> list[str]:
     """Names of the registered backends plus those that register on import."""
-    return sorted(set(_FACTORIES) | set(_LAZY_MODULES))
+    return _REGISTRY.names()
 
 
 def make_depth_backend(name: str, **options: Any) -> DepthBackend:
     """Build the backend ``name`` with ``options``; InputError for an unknown name or option."""
-    if name not in _FACTORIES and name in _LAZY_MODULES:
-        try:
-            importlib.import_module(_LAZY_MODULES[name])
-        except ImportError as exc:
-            raise InputError(
-                f"depth backend '{name}' cannot be imported: {exc}",
-                key="--backend",
-                expected=f"an installed {_LAZY_MODULES[name]}",
-                found=str(exc),
-            ) from exc
-    factory = _FACTORIES.get(name)
-    if factory is None:
-        raise InputError(
-            "unknown depth backend", key="--backend", expected=depth_backend_names(), found=name
-        )
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise InputError(
-            f"depth backend '{name}' rejected its options: {exc}",
-            key="--backend-option",
-            expected="options the backend takes",
-            found=sorted(options),
-        ) from exc
+    return _REGISTRY.make(name, **options)
 
 
 def load_depth_file(path: Path, *, depth_scale: float = DEFAULT_DEPTH_SCALE) -> np.ndarray:
