@@ -7,7 +7,8 @@ from trainset.store import sha256_file
 
 
 def test_demo_writes_source_canonical_fixture_and_passes_check(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    small = ["--scenes", "2", "--frames", "4", "--height", "24", "--width", "32", "--workers", "1"]
+    assert main(["demo", "--out", str(tmp_path), *small]) == 0
     out = capsys.readouterr().out
     root = tmp_path / "ptycho"
     fixture = root / "minimal_dataset_v1.npz"

@@ -10,6 +10,7 @@ scene's sentinel after its ``run`` returns, and finally rebuilds the shared logs
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -251,6 +252,15 @@ def pool_start_method() -> str:
     return "fork"
 
 
+def _share_cores(threads: int) -> None:
+    """Pool initializer: each worker gets its share of the cores for numpy/torch thread pools
+    (a user's own OMP_NUM_THREADS wins), so N workers do not run N x cores threads."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def _execute(
     stage: Stage, root: Path, todo: list[str], params: Mapping[str, Any], workers: int
 ) -> Iterator[SceneOutcome]:
@@ -261,7 +271,11 @@ def _execute(
             yield run_one_scene(stage, root, scene_id, params)
         return
     context = multiprocessing.get_context(pool_start_method())
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
+    n_workers = min(workers, len(todo))
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    with ProcessPoolExecutor(
+        max_workers=n_workers, mp_context=context, initializer=_share_cores, initargs=(threads,)
+    ) as pool:
         futures: dict[Future[SceneOutcome], str] = {
             pool.submit(run_one_scene, stage, root, scene_id, dict(params)): scene_id
             for scene_id in todo
