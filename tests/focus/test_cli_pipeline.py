@@ -290,3 +290,17 @@ def test_bad_raw_set_rejects_or_patches_each_bad_scene_and_exit_codes_say_so(tmp
     assert main(["focus", "status", "--out-root", str(out)]) == 1
     status = capsys.readouterr().out
     assert "depth 2 0 2" in " ".join(status.split())
+
+
+def test_sharpness_ratio_outside_zero_one_exits_2(indexed_small, capsys):
+    code = main(["focus", "deblur", "--out-root", str(indexed_small), "--sharpness-ratio", "1.5"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "key '--sharpness-ratio': sharpness ratio must be in (0, 1)" in err
+    assert not list(indexed_small.glob("*/frames_sharp"))
+
+
+def test_median_range_out_of_order_exits_2(indexed_small, capsys):
+    argv = ["focus", "depth", "--out-root", str(indexed_small), "--median-range", "5", "2"]
+    assert main(argv) == 2
+    assert "key '--median-range': median range must be 0 < LOW < HIGH" in capsys.readouterr().err

@@ -269,3 +269,14 @@ def test_depth_map_that_is_not_2d_names_file_key_and_shape(root):
         r"not a 2-D float array \(expected \(H, W\) float16, found \(2, 8, 12\) float16\)",
     ):
         ds[0]
+
+
+def test_collate_of_no_clips_is_refused():
+    with pytest.raises(InputError, match=r"cannot collate an empty batch \(expected >= 1 clip"):
+        collate_fn([])
+
+
+def test_clips_per_scene_below_one_is_refused(root):
+    ds = FocusClipDataset(root, "train", clip_len=2)
+    with pytest.raises(InputError, match=r"clips_per_scene must be >= 1 \(expected >= 1, found 0"):
+        ClipSampler(ds, clips_per_scene=0)

@@ -240,3 +240,45 @@ def test_a_registered_backend_gets_the_shared_writer(small_raw, tmp_path):
     assert run_stage(DEPTH, out, ["scene_000"], params).exit_code == 0
     stored = read_npz_array(out / "scene_000" / "depth_maps" / "depth_0000.npz", "depth")
     assert stored.dtype == np.float16 and np.all(stored == 3.0)
+
+
+class _ShortDepth(_ConstantDepth):
+    """Drops the last frame's map."""
+
+    name = "short"
+
+    def predict(self, scene: DepthScene):
+        maps = list(super().predict(scene))
+        yield from maps[:-1]
+
+
+class _MisshapenDepth(_ConstantDepth):
+    """Gives maps one row short."""
+
+    name = "misshapen"
+
+    def predict(self, scene: DepthScene):
+        for depth in super().predict(scene):
+            yield depth[1:]
+
+
+@pytest.mark.parametrize(
+    ("name", "factory", "message"),
+    [
+        ("short", _ShortDepth, r"depth backend 'short' gave the wrong number of maps "
+         r"\(expected 6, found 5\)"),
+        ("misshapen", _MisshapenDepth, r"frame_0000\.png: depth backend 'misshapen' map 0 has the "
+         r"wrong shape \(expected \(32, 48\), found \(31, 48\)\)"),
+    ],
+)  # fmt: skip
+def test_backend_output_of_the_wrong_count_or_shape_fails_the_scene(
+    small_raw, tmp_path, name, factory, message
+):
+    register_depth_backend(name, factory)
+    out = _sharp(small_raw, tmp_path, ["scene_000"])
+    params = {**PROVIDED, "backend": name, "options": {}, "backend_params": {}}
+    summary = run_stage(DEPTH, out, ["scene_000"], params)
+    assert summary.exit_code == 1
+    (failed,) = summary.with_status("failed")
+    assert re.search(message, failed.message)
+    assert not (out / "scene_000" / "depth_maps" / ".done").exists()
