@@ -142,6 +142,50 @@ def test_import_legacy_writes_a_relative_manifest(tmp_path):
     assert verify_patch_files(path, deep=True) == []
 
 
+def _rewrite_legacy(meta_path, change):
+    meta = np.load(meta_path, allow_pickle=True).item()
+    change(meta)
+    np.save(meta_path, np.array(meta, dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.pop("file_index"), r"metadata\.npy: key 'file_index': legacy metadata must be "
+         r"a dict with 'file_index'"),
+        (lambda m: m["file_index"].append(("x.npy",)), r"key 'file_index\[2\]': bad file_index "
+         r"entry \(expected \(path, count\)"),
+        (lambda m: m.update(file_index=[]), r"legacy metadata lists no shard"),
+        (lambda m: m["file_index"].append(("gone.npy", 1)), r"gone\.npy: shard listed in legacy "
+         r"metadata is missing"),
+    ],
+)  # fmt: skip
+def test_import_legacy_refuses_bad_metadata_and_writes_nothing(tmp_path, change, message):
+    meta = make_legacy(tmp_path)
+    _rewrite_legacy(meta, change)
+    with pytest.raises(InputError, match=message):
+        import_legacy(meta, tmp_path / "converted", trust_pickle=True)
+    assert not (tmp_path / "converted" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("shard", "message"),
+    [
+        (np.zeros((3, 16, 8), np.float32), r"patches_0\.npy: legacy shard must be \(N, P, P\)"),
+        (np.zeros((4, 16, 16), np.float32), r"patches_0\.npy: key 'file_index': legacy shard "
+         r"count differs from metadata \(expected 3, found 4\)"),
+        (np.zeros((3, 16, 16), np.float64), r"patches_1\.npy: legacy shards differ in patch size "
+         r"or dtype \(expected 16 float64, found 16 float32\)"),
+    ],
+)  # fmt: skip
+def test_import_legacy_refuses_shards_that_disagree_with_the_metadata(tmp_path, shard, message):
+    meta = make_legacy(tmp_path)
+    np.save(tmp_path / "legacy" / "patches_0.npy", shard)
+    with pytest.raises(InputError, match=message):
+        import_legacy(meta, tmp_path / "converted", trust_pickle=True)
+    assert not (tmp_path / "converted" / "manifest.json").exists()
+
+
 def test_verify_legacy_metadata_with_trust_reports_count_mismatch(tmp_path):
     meta = make_legacy(tmp_path)
     np.save(tmp_path / "legacy" / "patches_1.npy", np.zeros((4, 16, 16), np.float32))
