@@ -98,6 +98,29 @@ def test_manifest_of_another_format_is_an_input_error(patch_set):
         verify_patch_files(patch_set)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(version=99), r"key 'version': unsupported manifest version"),
+        (lambda d: d.pop("patch_size"), r"key 'patch_size': required key is missing"),
+        (lambda d: d.update(patch_size="32"), r"key 'patch_size': wrong type"),
+        (lambda d: d.update(dtype="int8"), r"key 'dtype': unsupported dtype"),
+        (lambda d: d["shards"].append({"path": "x.npy"}), r"key 'shards\[\d+\]': bad shard entry"),
+        (lambda d: d["shards"][0].update(path="/abs/shard.npy"),
+         r"key 'shards\[0\]\.path': shard path must be relative to the manifest"),
+        (lambda d: d["patches"]["row"].pop(), r"key 'patches\.row': per-patch list has the wrong "
+         r"length"),
+    ],
+)  # fmt: skip
+def test_malformed_manifest_is_an_input_error_naming_the_key(patch_set, change, message):
+    path = patch_set / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"manifest\.json: " + message):
+        verify_patch_files(patch_set)
+
+
 def make_legacy(tmp_path: Path) -> Path:
     """The plan's layout: per-file shards and a pickled metadata.npy with absolute paths."""
     rng = np.random.default_rng(0)
