@@ -34,3 +34,17 @@ def test_demo_into_an_unwritable_place_exits_2_naming_the_folder(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"{blocker / 'out'}: key '--out': cannot create the demo output folder" in err
     assert "found Not a directory" in err
+
+
+def test_os_error_in_a_command_is_one_line_and_exit_2(monkeypatch, capsys):
+    from trainset import doctor
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/data/out/depth_0001.npz")
+
+    monkeypatch.setattr(doctor, "run_doctor", full_disk)
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "trainset: error: [Errno 28] No space left on device: '/data/out/depth_0001.npz'\n"
+    )

@@ -45,3 +45,9 @@ def test_doctor_without_torch_fails_and_says_how_to_install_it(monkeypatch, tmp_
     torch_line = next(line for line in lines if " torch " in line)
     assert torch_line.startswith("[FAIL]") and "pip install torch==2.13.0" in torch_line
     assert lines[-1] == "NOT usable: fix the FAIL lines above"
+
+
+def test_doctor_fails_when_a_required_dependency_is_missing(monkeypatch, tmp_path):
+    code, lines = _report(monkeypatch, tmp_path, missing=("matplotlib",))
+    assert code == 1
+    assert any(line.startswith("[FAIL] matplotlib") for line in lines)

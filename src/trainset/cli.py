@@ -73,10 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler: Handler | None = getattr(args, "func", None)
-    if handler is None:
-        parser.parse_args([*list(argv or sys.argv[1:]), "--help"])
-        return EXIT_USAGE
+    handler: Handler = args.func
     try:
         return handler(args)
     except InputError as exc:
@@ -85,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainsetError as exc:
         print(f"trainset: error: {exc}", file=sys.stderr)
         return EXIT_FAILURES
+    except OSError as exc:
+        # A full disk, a permission or a vanished file: what and where, not a traceback.
+        print(f"trainset: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("trainset: interrupted", file=sys.stderr)
         return 130

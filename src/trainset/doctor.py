@@ -10,12 +10,18 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+# Required dependencies (pyproject's `dependencies`) and what needs them.
+REQUIRED = {
+    "numpy": "every array",
+    "scipy": "sample_coc_params (Beta(2,2) draw)",
+    "PIL": "PNG/JPEG frames (pillow)",
+    "yaml": "config.yaml (pyyaml)",
+    "matplotlib": "the CoC histogram plot of trainset focus calibrate",
+}
 # Optional dependencies and what needs them.
 OPTIONAL = {
     "rasterio": "trainset sar patches (GeoTIFF reading): pip install 'trainset[sar]'",
     "lightning": "SARDataModule under lightning.Trainer: pip install lightning",
-    "matplotlib": "the CoC histogram plot of trainset focus calibrate",
-    "scipy": "sample_coc_params (Beta(2,2) draw)",
 }
 
 
@@ -62,6 +68,12 @@ def run_doctor(out_root: Path, stream: TextIO = sys.stdout) -> int:
                 _line("info", "cuda", f"not available ({built}): stages run on the CPU"),
                 file=stream,
             )
+    for module, purpose in REQUIRED.items():
+        if importlib.util.find_spec(module) is None:
+            print(_line("FAIL", module, f"missing: {purpose}; pip install trainset"), file=stream)
+            usable = False
+        else:
+            print(_line("ok", module, "present"), file=stream)
     for module, purpose in OPTIONAL.items():
         present = importlib.util.find_spec(module) is not None
         status, detail = ("ok", "present") if present else ("warn", f"missing: {purpose}")

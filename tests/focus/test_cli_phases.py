@@ -205,3 +205,19 @@ def test_focus_maps_of_the_run_are_the_plans_formula_on_the_stored_depth(finishe
             assert (
                 fm.tobytes() == plan_compute_focus_map(depth.astype(np.float32), **lens).tobytes()
             )
+
+
+def test_run_forwards_the_depth_model_options_to_the_depth_step(tmp_path):
+    from trainset.cli import build_parser
+    from trainset.focus.cli_phases import run_steps
+
+    args = build_parser().parse_args(
+        ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o"),
+         "--depth-backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
+         "--input_size", "56", "--device", "cpu"]
+    )  # fmt: skip
+    depth = next(step for step in run_steps(args) if step[0] == "depth")
+    assert depth[depth.index("--backend") :] == [
+        "--backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
+        "--input-size", "56", "--device", "cpu",
+    ]  # fmt: skip

@@ -237,8 +237,15 @@ def run_steps(args: argparse.Namespace) -> list[list[str]]:
     common = ["--out-root", out, "--workers", str(args.workers)]
     sets = ["--sets", str(args.sets), "--coc-model", args.coc_model]
     depth = ["--backend", args.depth_backend]
-    if args.checkpoint is not None:
-        depth += ["--checkpoint", str(args.checkpoint)]
+    for option, value in (
+        ("--checkpoint", args.checkpoint),
+        ("--encoder", args.encoder),
+        ("--input-size", args.input_size),
+        ("--device", args.device),
+        ("--depth-scale", args.depth_scale),
+    ):
+        if value is not None:
+            depth += [option, str(value)]
     steps = [
         ["index", "--raw-root", str(args.raw_root), "--out-root", out,
          "--min-frames", str(args.min_frames), "--seed", str(args.seed)],
@@ -375,6 +382,19 @@ def register_commands(focus: argparse._SubParsersAction) -> None:
     p.add_argument(*flag("--deblur-backend"), dest="deblur_backend", default="passthrough")
     p.add_argument(*flag("--depth-backend"), dest="depth_backend", default="provided")
     p.add_argument("--checkpoint", type=Path, help="depth model checkpoint (vda)")
+    p.add_argument(
+        "--encoder", choices=["vits", "vitb", "vitl"], help="vda model size (default: inferred)"
+    )
+    p.add_argument(
+        *flag("--input-size"), dest="input_size", type=int, help="vda input size (default 518)"
+    )
+    p.add_argument("--device", help="vda device: auto (default), cpu, cuda or cuda:N")
+    p.add_argument(
+        *flag("--depth-scale"),
+        dest="depth_scale",
+        type=float,
+        help="units per metre of 16-bit PNG provided depth (default 1000)",
+    )
     p.add_argument(*flag("--sample-fraction"), dest="sample_fraction", type=float, default=0.2)
     _add_set_options(p)
     _add_render_options(p)
