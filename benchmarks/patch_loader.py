@@ -19,8 +19,8 @@ round by round so that machine noise hits every contender alike:
 explicit reads with many in flight. The cache is dropped through ``/proc/sys/vm/drop_caches``
 when that is writable (root on a real machine), else by ``posix_fadvise(DONTNEED)`` per shard.
 Each round measures every contender once for ``--seconds`` (the order alternates from round to
-round; ours always runs next to the ceiling), and the acceptance ratios are computed within each
-round and reported as the median over rounds, so that a slow spell of the machine hits both sides
+round; the ceiling is measured right before and right after ours and its rate is the mean of
+the two), and the acceptance ratios are computed within each round and reported as the median over rounds, so that a slow spell of the machine hits both sides
 of a ratio. Only ratios from one run mean anything.
 """
 
@@ -381,11 +381,22 @@ def run(args: argparse.Namespace, root: Path) -> int:
     results: dict[str, list[float]] = {k: [] for k in contenders}
     ratios: dict[str, list[float]] = {"dev/ceiling": [], "dev/baseline": [], "cpu/baseline": []}
     for r in range(args.rounds):
-        # Alternate the order so that no contender always runs first or last; ours and the
-        # ceiling stay next to each other either way.
+        # Alternate the order so that no contender always runs first or last. The ceiling runs
+        # right before and right after ours/dev (its rate is the mean of the two), so a change
+        # of the machine's load during the round hits both sides of that ratio alike.
         rates: dict[str, float] = {}
-        for name in names if r % 2 == 0 else names[::-1]:
+        ceilings: list[float] = []
+        forward = r % 2 == 0
+        for name in names if forward else names[::-1]:
+            if name == dev_name and not forward:
+                ceilings.append(contenders["ceiling"](r + 1))
             rates[name] = contenders[name](r)
+            if name == "ceiling":
+                ceilings.append(rates[name])
+            if name == dev_name and forward:
+                ceilings.append(contenders["ceiling"](r + 1))
+        rates["ceiling"] = float(np.mean(ceilings))
+        for name in names:
             results[name].append(rates[name])
         ratios["dev/ceiling"].append(rates[dev_name] / rates["ceiling"])
         ratios["dev/baseline"].append(rates[dev_name] / rates["baseline"])
