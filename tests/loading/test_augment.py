@@ -95,3 +95,18 @@ def test_gather_refuses_wrong_code_count():
 def test_gather_refuses_codes_out_of_range():
     with pytest.raises(InputError, match="D4 code out of range"):
         apply_d4(torch.zeros(1, 4, 4), np.array([9]))
+
+
+@pytest.mark.parametrize("code", range(8))
+def test_d4_view_acts_on_the_last_two_axes_of_a_stack(code):
+    stack = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    want = np.stack([np.stack([NUMPY_D4[code](m) for m in row]) for row in stack])
+    np.testing.assert_array_equal(d4_view(stack, code), want)
+
+
+@pytest.mark.parametrize("code", range(8))
+def test_fused_copy_into_a_strided_destination_equals_numpy(code):
+    wide = np.zeros((4, 8), np.float32)
+    d4_copy_into(SQ, code, wide[:, ::2])
+    np.testing.assert_array_equal(wide[:, ::2], NUMPY_D4[code](SQ))
+    assert not wide[:, 1::2].any()

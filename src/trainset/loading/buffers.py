@@ -60,6 +60,15 @@ class BatchBuffers:
         return len(self.tensors)
 
 
+# Records per piece of a transforming read: 4 records of 256x256 float32 (1 MiB) stay in L2.
+CHUNK_BYTES = 1 << 20
+
+
+def scratch_rows(reader: ShardReader) -> int:
+    """Rows of the scratch buffer :func:`fill_batch` uses: about ``CHUNK_BYTES`` of records."""
+    return max(1, CHUNK_BYTES // reader.record_bytes)
+
+
 def fill_batch(
     reader: ShardReader,
     indices: np.ndarray,
@@ -70,10 +79,11 @@ def fill_batch(
     """Read records ``indices`` (B,) into ``out`` (>= B, H, W), applying D4 ``codes`` if given.
 
     Records with code 0 (and all of them without codes) are read straight into their rows.
-    Transformed records are read into ``scratch`` (>= B, H, W, the reader's dtype) in file
-    order, then copied once through the flip/rotation view into their rows. When ``out`` has
-    another dtype than the shards (float16 shards, float32 batches) every record goes through
-    ``scratch`` and the conversion happens in that one copy.
+    Transformed records are read in file order, a few at a time, into ``scratch`` (G, H, W, the
+    reader's dtype; G >= 1, allocated with :func:`scratch_rows` rows when missing) and copied at
+    once, while still in the CPU cache, through the flip/rotation view into their rows. When
+    ``out`` has another dtype than the shards (float16 shards, float32 batches) every record
+    goes through ``scratch`` and the conversion happens in that one copy.
     """
     idx = np.asarray(indices, dtype=np.int64)
     same = out.dtype == reader.dtype
@@ -87,8 +97,19 @@ def fill_batch(
     if len(direct):
         reader.read_planned(reader.plan(idx[direct]), out, rows=direct)
     if len(moved):
-        if scratch is None or scratch.shape[0] < len(moved) or scratch.dtype != reader.dtype:
-            scratch = np.empty((len(moved), *reader.record_shape), reader.dtype)
-        reader.read_planned(reader.plan(idx[moved]), scratch)
-        for k, b in enumerate(moved):
-            d4_copy_into(scratch[k], int(codes[b]), out[b])
+        if (
+            scratch is None
+            or scratch.ndim != 3
+            or scratch.shape[0] < 1
+            or scratch.shape[1:] != reader.record_shape
+            or scratch.dtype != reader.dtype
+            or not scratch.flags.c_contiguous
+        ):
+            scratch = np.empty((scratch_rows(reader), *reader.record_shape), reader.dtype)
+        plan = reader.plan(idx[moved])
+        rows = moved[plan.order].tolist()
+        code_of = codes.tolist()
+        for a, z in reader.read_chunks(plan, scratch):
+            for k in range(a, z):
+                b = rows[k]
+                d4_copy_into(scratch[k - a], code_of[b], out[b])

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from trainset.errors import InputError
 from trainset.loading.augment import d4_codes
-from trainset.loading.buffers import BatchBuffers, fill_batch
+from trainset.loading.buffers import BatchBuffers, fill_batch, scratch_rows
 from trainset.loading.sampler import EpochSampler, SampleBatch
 from trainset.loading.shards import ShardReader
 
@@ -174,8 +174,8 @@ class ShardDataset(Dataset[torch.Tensor]):
         assert self._buffers is not None
         out = self._buffers.arrays[slot]
         staged = codes is not None or self.dtype != self.reader.dtype
-        if staged and (self._scratch is None or self._scratch.shape[0] < len(records)):
-            shape = (len(records), *self.reader.record_shape)
+        if staged and self._scratch is None:
+            shape = (scratch_rows(self.reader), *self.reader.record_shape)
             self._scratch = np.empty(shape, self.reader.dtype)
         fill_batch(self.reader, records, out, codes, self._scratch)
         return self._buffers.tensors[slot][: len(idx)]

@@ -16,7 +16,7 @@ import torch
 
 from trainset.errors import InputError
 from trainset.loading.augment import apply_d4
-from trainset.loading.buffers import BatchBuffers, fill_batch
+from trainset.loading.buffers import BatchBuffers, fill_batch, scratch_rows
 from trainset.loading.sampler import EpochSampler
 from trainset.loading.shards import ShardReader
 
@@ -155,7 +155,8 @@ class ThreadedLoader:
                 if fused:
                     assert codes is not None
                     if scratch is None:
-                        scratch = np.empty_like(out)
+                        shape = (scratch_rows(self.reader), *self.reader.record_shape)
+                        scratch = np.empty(shape, self.reader.dtype)
                     fill_batch(self.reader, batch.indices, out, codes, scratch)
                 else:
                     fill_batch(self.reader, batch.indices, out)

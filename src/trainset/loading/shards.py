@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,6 +280,34 @@ class ShardReader:
             got = os.preadv(fds[shards[r]], bufs, offsets[r])
             if got != (z - a) * rb:
                 self._finish_short_read(fds[shards[r]], bufs, offsets[r], got, shards[r])
+
+    def read_chunks(self, plan: ReadPlan, scratch: np.ndarray) -> Iterator[tuple[int, int]]:
+        """Read ``plan`` piece by piece into the first rows of ``scratch`` (G, H, W).
+
+        Yields ``(a, z)`` after sorted positions ``a:z`` of the plan (at most G records of one
+        run) lie in ``scratch[: z - a]``; the caller uses them before asking for the next piece.
+        A piece of a few records stays in the CPU cache, so a transforming copy out of it reads
+        cache instead of memory.
+        """
+        fds = self._descriptors()
+        flat = scratch.reshape(scratch.shape[0], self._shape[0] * self._shape[1]).view(np.uint8)
+        views = [memoryview(flat[g]) for g in range(scratch.shape[0])]
+        size = len(views)
+        starts = plan.run_start.tolist()
+        shards = plan.run_shard.tolist()
+        offsets = plan.run_offset.tolist()
+        rb = self._record_bytes
+        for r in range(plan.n_runs):
+            a, z = starts[r], starts[r + 1]
+            fd, pos = fds[shards[r]], offsets[r]
+            for k in range(a, z, size):
+                n = min(size, z - k)
+                bufs = views[:n]
+                got = os.preadv(fd, bufs, pos)
+                if got != n * rb:
+                    self._finish_short_read(fd, bufs, pos, got, shards[r])
+                pos += n * rb
+                yield k, k + n
 
     def _finish_short_read(
         self, fd: int, bufs: list[memoryview], pos: int, got: int, shard: int
