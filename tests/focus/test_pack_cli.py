@@ -30,3 +30,16 @@ def test_validate_names_a_corrupt_pack_and_repacking_repairs_it(tmp_path):
     pack_dataset(tmp_path, scenes=["s0"], force=True)
     assert not [f for f in check_scene(tmp_path, "s0", 4, len(SETS)).failures if f[2] == "pack"]
     assert np.asarray(open_packed(tmp_path / "s0").frames).shape[0] == 4
+
+
+def test_status_counts_current_and_stale_packs(cli, tmp_path):
+    write_scene(tmp_path, "s0", n_frames=4)
+    write_scene(tmp_path, "s1", n_frames=4)
+    pack_dataset(tmp_path)
+    (tmp_path / "s1" / "metadata.json").write_text(
+        (tmp_path / "s1" / "metadata.json").read_text().replace("0.", "0.0", 1)
+    )
+    result = cli("focus", "status", "--out-root", str(tmp_path))
+    pack_line = next(line for line in result.stdout.splitlines() if line.startswith("pack "))
+    assert pack_line.split()[:4] == ["pack", "1", "1", "0"]
+    assert "1 stale" in pack_line

@@ -153,6 +153,7 @@ def _depth(args: argparse.Namespace) -> int:
 def status_table(out_root: Path) -> tuple[str, bool]:
     """Stages x (done, pending, failed) as text, and whether any scene has failed."""
     from trainset.focus import stages  # noqa: F401  (registers the focus stages)
+    from trainset.focus.pack import PACK_DIR, PACK_FILE, open_packed
     from trainset.pipeline.dataset_files import read_failures
     from trainset.pipeline.runner import scene_ids
     from trainset.pipeline.stage import registered_stages
@@ -173,6 +174,13 @@ def status_table(out_root: Path) -> tuple[str, bool]:
         any_failed = any_failed or bool(failed)
         lines.append(f"{stage.name:<10} {len(done):>6} {pending:>8} {len(failed):>7}")
         lines.extend(f"  failed: {s}" for s in sorted(failed))
+    packed = [s for s in ids if (out_root / s / PACK_DIR / PACK_FILE).exists()]
+    if packed:
+        current = sum(open_packed(out_root / s) is not None for s in packed)
+        lines.append(
+            f"{'pack':<10} {current:>6} {len(ids) - current:>8} {0:>7}"
+            f"  (optional; {len(packed) - current} stale: run `trainset focus pack`)"
+        )
     return "\n".join(lines), any_failed
 
 
