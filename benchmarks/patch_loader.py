@@ -46,6 +46,8 @@ from trainset.loading import (
     ShardDataset,
     ShardReader,
     ThreadedLoader,
+    d4_codes,
+    d4_view,
     shard_dataloader,
 )
 from trainset.sar.datamodule import SARDataModule
@@ -198,6 +200,31 @@ def ceiling(reader: ShardReader, batch: int, threads: int, seconds: float, seed:
     return rate
 
 
+def check_loader(reader: ShardReader, batch: int, threads: int, mode: str, dev) -> None:
+    """Ours gives exactly the records (and D4) the sampler asks for: every pixel of the first
+    ``4 * threads`` batches from the start and from the middle of an epoch, against ``np.load``
+    order and numpy's flips; pixel (0, 0) of record r also holds r."""
+    sampler = EpochSampler(len(reader), batch, seed=0)
+    loader = ThreadedLoader(reader, sampler, threads=threads, augment=mode, device=dev)
+    for start in (0, len(sampler) // 2):
+        loader.load_state_dict({**sampler.state_dict(), "epoch": 0, "batch": start})
+        it = iter(loader)
+        for j in range(start, min(start + 4 * threads, len(sampler) - 1)):
+            got = next(it)
+            want = sampler.batch(0, j)
+            records = reader.read(want.indices)
+            assert np.array_equal(records[:, 0, 0], want.indices.astype(np.float32)), j
+            codes = d4_codes(0, 0, want.indices)
+            if mode == "deferred":
+                x, got_codes = got
+                assert np.array_equal(got_codes.numpy(), codes), j
+            else:
+                x = got
+                records = np.stack([d4_view(r, int(c)) for r, c in zip(records, codes)])
+            assert np.array_equal(x[:, 0].cpu().numpy(), records), j
+        it.close()
+
+
 # -- cold cache ------------------------------------------------------------------------------
 def drop_cache(reader: ShardReader) -> str:
     """Drop the shards from the page cache; returns how."""
@@ -337,6 +364,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     ours_cpu = ThreadedLoader(
         reader, EpochSampler(len(reader), args.batch, seed=1), threads=args.threads, augment="cpu"
     )
+    check_loader(reader, args.batch, args.threads, dev_mode, dev)
     contenders: dict[str, Callable[[int], float]] = {
         "ceiling": lambda r: ceiling(reader, args.batch, args.threads, args.seconds, r),
         f"ours/{dev_mode}": lambda r: timed(ours_dev, args.seconds, batch_size_of),

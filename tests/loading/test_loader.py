@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -134,6 +136,41 @@ def test_read_error_reaches_the_consumer(square, monkeypatch):
     monkeypatch.setattr(square, "read_planned", broken)
     with pytest.raises(OSError, match="disk gone"):
         list(threaded(square, 2))
+
+
+def test_error_in_one_batch_arrives_after_the_batches_before_it(square, monkeypatch):
+    bad = int(EpochSampler(len(square), 4, seed=7).batch(0, 3).indices[0])
+    real = square.read_planned
+
+    def fails_on_batch_3(plan, out, *args, **kwargs):
+        real(plan, out, *args, **kwargs)
+        if (out[:, 0, 0] == bad * 1000.0).any():  # record r holds r * 1000 at pixel (0, 0)
+            raise OSError("sector unreadable")
+
+    monkeypatch.setattr(square, "read_planned", fails_on_batch_3)
+    got = []
+    with pytest.raises(OSError, match="sector unreadable"):
+        for b in threaded(square, 2):
+            got.append(b.clone().numpy())
+    monkeypatch.undo()
+    assert len(got) == 3
+    for g, w in zip(got, expected_batches(square, 7, 0, 4, augment=False)):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_more_threads_than_prefetched_batches_still_gives_the_reference(square):
+    got = [b.clone().numpy() for b in threaded(square, 4, prefetch=1, keep=1)]
+    for g, w in zip(got, expected_batches(square, 7, 0, 4, augment=False), strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_stopping_early_ends_the_reading_threads(square):
+    before = threading.active_count()
+    it = iter(threaded(square, 3))
+    next(it)
+    assert threading.active_count() == before + 3
+    it.close()
+    assert threading.active_count() == before
 
 
 def test_unknown_augmentation_mode_is_refused(square):

@@ -49,6 +49,50 @@ def test_adjacent_records_merge_into_one_run(shards):
     assert plan.run_shard.tolist() == [0, 0, 1, 2]
 
 
+def test_consecutive_indices_across_a_shard_boundary_are_two_runs(shards):
+    reader = ShardReader(shards)
+    plan = reader.plan(np.array([7, 6]))  # record 6 ends shard 0, record 7 starts shard 1
+    assert plan.run_start.tolist() == [0, 1, 2]
+    assert plan.run_shard.tolist() == [0, 1]
+    assert plan.order.tolist() == [1, 0]
+    want = np.stack([record_values(i, 1, 4, 5)[0] for i in (7, 6)])
+    np.testing.assert_array_equal(reader.read(np.array([7, 6])), want)
+
+
+def test_repeated_index_is_read_into_both_rows(shards):
+    reader = ShardReader(shards)
+    plan = reader.plan(np.array([5, 3, 5]))
+    assert plan.run_start.tolist() == [0, 1, 2, 3]  # 3 | 5 | 5: a repeat is not adjacent
+    got = reader.read(np.array([5, 3, 5]))
+    np.testing.assert_array_equal(got[0], record_values(5, 1, 4, 5)[0])
+    np.testing.assert_array_equal(got[1], record_values(3, 1, 4, 5)[0])
+    np.testing.assert_array_equal(got[2], record_values(5, 1, 4, 5)[0])
+
+
+def test_row_views_refuse_a_strided_buffer(shards):
+    out = np.empty((4, 4, 5), np.float32)[::2]
+    with pytest.raises(InputError, match="output buffer does not fit the records"):
+        ShardReader(shards).row_views(out)
+
+
+def test_plans_of_many_rows_equal_plans_one_row_at_a_time(tmp_path):
+    reader = ShardReader(write_shards(tmp_path, [9, 14, 10], h=2, w=2))
+    rng = np.random.default_rng(3)
+    rows = np.stack([rng.permutation(33)[:6] for _ in range(20)])
+    rows[0] = [9, 8, 10, 21, 22, 23]  # shards hold 0-8 | 9-22 | 23-32
+    for got, row in zip(reader.plan_rows(rows), rows, strict=True):
+        want = reader.plan(row)
+        for field in ("order", "run_start", "run_shard", "run_offset"):
+            assert getattr(got, field).tolist() == getattr(want, field).tolist(), field
+    # sorted 8 | 9 10 | 21 22 | 23: shard boundaries after 8 and 22 cut the runs
+    assert reader.plan_rows(rows)[0].run_start.tolist() == [0, 1, 3, 5, 6]
+
+
+def test_plan_rows_refuses_one_dimensional_indices(shards):
+    with pytest.raises(InputError, match="indices must be 2-D"):
+        ShardReader(shards).plan_rows(np.arange(4))
+
+
 def test_long_runs_are_cut_at_iov_max(tmp_path):
     paths = write_shards(tmp_path, [1500], h=1, w=2)
     reader = ShardReader(paths)

@@ -75,27 +75,30 @@ def fill_batch(
     out: np.ndarray,
     codes: np.ndarray | None = None,
     scratch: np.ndarray | None = None,
+    views: list[memoryview] | None = None,
 ) -> None:
     """Read records ``indices`` (B,) into ``out`` (>= B, H, W), applying D4 ``codes`` if given.
 
     Records with code 0 (and all of them without codes) are read straight into their rows.
     Transformed records are read in file order, a few at a time, into ``scratch`` (G, H, W, the
     reader's dtype; G >= 1, allocated with :func:`scratch_rows` rows when missing) and copied at
-    once, while still in the CPU cache, through the flip/rotation view into their rows. When
+    once, while still in the CPU cache, through the flip/rotation view into their rows.
+    ``views`` (:meth:`ShardReader.row_views` of ``out``) spare a caller that refills one buffer
+    rebuilding them. When
     ``out`` has another dtype than the shards (float16 shards, float32 batches) every record
     goes through ``scratch`` and the conversion happens in that one copy.
     """
     idx = np.asarray(indices, dtype=np.int64)
     same = out.dtype == reader.dtype
     if codes is None and same:
-        reader.read_planned(reader.plan(idx), out)
+        reader.read_planned(reader.plan(idx), out, views=views)
         return
     if codes is None:
         codes = np.zeros(len(idx), np.uint8)
     direct = np.flatnonzero(codes == 0) if same else np.zeros(0, np.int64)
     moved = np.flatnonzero(codes != 0) if same else np.arange(len(idx))
     if len(direct):
-        reader.read_planned(reader.plan(idx[direct]), out, rows=direct)
+        reader.read_planned(reader.plan(idx[direct]), out, rows=direct, views=views)
     if len(moved):
         if (
             scratch is None

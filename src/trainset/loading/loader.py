@@ -3,10 +3,18 @@
 Threads suit this work: ``preadv`` and numpy copies release the GIL, and threads share one set
 of file descriptors and buffers. Batch j is filled by whichever thread takes it, into buffer
 ``j % ring``; the batches come out in order and are identical for any thread count.
+
+The hand-off costs as little as Python allows, because on a small machine the consuming thread
+competes with the readers for the cores: the consumer hands out batch numbers through a
+``SimpleQueue`` only once their buffer is free (so a reader never waits on anything but that
+queue), and each buffer has a plain lock that its reader releases when the batch is in and the
+consumer acquires to take it (one wake-up per batch, no condition variable). D4 codes of a
+whole epoch are computed at once, and the byte views of every buffer row are built once.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -15,27 +23,37 @@ import numpy as np
 import torch
 
 from trainset.errors import InputError
-from trainset.loading.augment import apply_d4
+from trainset.loading.augment import apply_d4, d4_codes
 from trainset.loading.buffers import BatchBuffers, fill_batch, scratch_rows
 from trainset.loading.sampler import EpochSampler
-from trainset.loading.shards import ShardReader
+from trainset.loading.shards import ReadPlan, ShardReader
 
 Augment = Literal["none", "cpu", "device", "deferred"]
 AUGMENT_MODES: tuple[str, ...] = ("none", "cpu", "device", "deferred")
 
 
 class _Run:
-    """Shared state of one pass over an epoch."""
+    """Shared state of one pass over an epoch with a ring of ``slots`` buffers."""
 
-    def __init__(self, epoch: int, start: int, end: int) -> None:
+    def __init__(self, epoch: int, end: int, slots: int, codes: np.ndarray | None) -> None:
         self.epoch = epoch
         self.end = end
-        self.next_take = start
-        self.handed = start
-        self.done: dict[int, tuple[int, int, np.ndarray | None]] = {}
-        self.error: BaseException | None = None
+        self.codes = codes
+        self.jobs: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        # filled[s] is held until the batch being read into slot s is complete.
+        self.filled = [threading.Lock() for _ in range(slots)]
+        for lock in self.filled:
+            lock.acquire()
+        self.errors: list[BaseException | None] = [None] * slots
+        self.sizes = [0] * slots
         self.stop = False
-        self.cond = threading.Condition()
+        # Read plans of whole batches, worked out a block of batches at a time.
+        self.plans: dict[int, list[ReadPlan]] = {}
+        self.plans_lock = threading.Lock()
+
+
+# Batches whose read plans are worked out together (see ShardReader.plan_rows).
+PLAN_BLOCK = 32
 
 
 class ThreadedLoader:
@@ -45,8 +63,9 @@ class ThreadedLoader:
     ``device`` and D4 applied there with one gather); ``"deferred"`` (yields ``(batch, codes)``
     and leaves D4 to the caller, e.g. a LightningModule's ``on_after_batch_transfer``).
 
-    Up to ``prefetch`` batches are read ahead. A yielded CPU batch lives in a recycled buffer and
-    stays intact while the next ``keep - 1`` batches are handed out; copy it to keep it longer.
+    Up to ``prefetch`` batches are read ahead. A yielded CPU batch (and in ``"deferred"`` mode its
+    codes) lives in a recycled buffer and stays intact while the next ``keep - 1`` batches are
+    handed out; copy it to keep it longer.
     ``readahead`` batches beyond the ones being read are announced to the kernel with
     ``posix_fadvise(WILLNEED)`` (for data larger than memory). Iteration continues from
     :meth:`state_dict`'s position and moves to the next epoch when one ends.
@@ -92,6 +111,9 @@ class ThreadedLoader:
         self.readahead = int(readahead)
         self._pin = pin
         self._buffers: BatchBuffers | None = None
+        self._views: list[list[memoryview]] = []
+        self._codes: list[np.ndarray] = []
+        self._codes_t: list[torch.Tensor] = []
         self._events: list[Any] = []
 
     def __len__(self) -> int:
@@ -121,55 +143,72 @@ class ThreadedLoader:
                 self.reader.dtype,
                 pin=pin,
             )
+            self._views = [self.reader.row_views(a) for a in self._buffers.arrays]
+            self._codes = [
+                np.zeros(self.sampler.batch_size, np.uint8) for _ in self._buffers.arrays
+            ]
+            self._codes_t = [torch.from_numpy(c) for c in self._codes]
             self._events = [None] * len(self._buffers)
         return self._buffers
 
     def _work(self, run: _Run, ring: BatchBuffers) -> None:
         scratch: np.ndarray | None = None
         fused = self.augment == "cpu"
-        want_codes = self.augment != "none"
+        size = self.sampler.batch_size
         while True:
-            with run.cond:
-                while (
-                    not run.stop
-                    and run.next_take < run.end
-                    and run.next_take >= run.handed + self.prefetch
-                ):
-                    run.cond.wait()
-                if run.stop or run.next_take >= run.end:
-                    return
-                j = run.next_take
-                run.next_take += 1
+            j = run.jobs.get()
+            if j is None or run.stop:
+                return
+            slot = j % len(ring)
             try:
                 ahead = j + self.prefetch
                 if self.readahead and ahead < run.end:
                     for k in range(ahead, min(ahead + self.readahead, run.end)):
                         self.reader.advise(self.sampler.batch(run.epoch, k).indices)
                 batch = self.sampler.batch(run.epoch, j)
-                slot = j % len(ring)
+                run.sizes[slot] = len(batch)
                 event = self._events[slot]
                 if event is not None:
                     event.synchronize()
-                codes = batch.codes() if want_codes else None
                 out = ring.arrays[slot]
+                codes = self._codes[slot][: len(batch)]
+                if run.codes is not None:
+                    codes[:] = run.codes[j * size : j * size + len(batch)]
                 if fused:
-                    assert codes is not None
                     if scratch is None:
                         shape = (scratch_rows(self.reader), *self.reader.record_shape)
                         scratch = np.empty(shape, self.reader.dtype)
                     fill_batch(self.reader, batch.indices, out, codes, scratch)
+                elif len(batch) == size:
+                    self.reader.read_planned(self._plan(run, j), out, views=self._views[slot])
                 else:
-                    fill_batch(self.reader, batch.indices, out)
+                    fill_batch(self.reader, batch.indices, out, views=self._views[slot])
             except BaseException as exc:
-                with run.cond:
-                    run.error = exc
-                    run.cond.notify_all()
-                return
-            with run.cond:
-                run.done[j] = (slot, len(batch), codes)
-                run.cond.notify_all()
+                run.errors[slot] = exc
+            run.filled[slot].release()
 
-    def _deliver(self, tensor: torch.Tensor, slot: int, codes: np.ndarray | None) -> Any:
+    def _plan(self, run: _Run, j: int) -> ReadPlan:
+        """The read plan of full batch ``j``, from its block's plans (worked out on first use)."""
+        block = j // PLAN_BLOCK
+        with run.plans_lock:
+            plans = run.plans.get(block)
+            if plans is None:
+                first = block * PLAN_BLOCK
+                last = min(first + PLAN_BLOCK, len(self.sampler))
+                size = self.sampler.batch_size
+                order = self.sampler.order(run.epoch)
+                full = min(last, len(order) // size)  # the short last batch is planned alone
+                rows = order[first * size : full * size].reshape(-1, size)
+                plans = self.reader.plan_rows(rows)
+                run.plans = {b: p for b, p in run.plans.items() if b >= block - 1}
+                run.plans[block] = plans
+        return plans[j - block * PLAN_BLOCK]
+
+    def _deliver(self, slot: int, n: int) -> Any:
+        ring = self._ring()
+        full = n == self.sampler.batch_size
+        tensor = ring.tensors[slot] if full else ring.tensors[slot][:n]
+        codes = self._codes_t[slot] if full else self._codes_t[slot][:n]
         if self.device is not None and self.device != tensor.device:
             moved = tensor.to(self.device, non_blocking=tensor.is_pinned())
             if self.device.type == "cuda":
@@ -178,17 +217,24 @@ class ThreadedLoader:
                 self._events[slot] = event
             tensor = moved
         if self.augment == "device":
-            assert codes is not None
             return apply_d4(tensor, codes)
         if self.augment == "deferred":
-            return tensor, torch.from_numpy(codes if codes is not None else np.zeros(0, np.uint8))
+            return tensor, codes
         return tensor
 
     def __iter__(self) -> Iterator[Any]:
         ring = self._ring()
         epoch = self.sampler.epoch
         start = int(self.sampler.state_dict()["batch"])
-        run = _Run(epoch, start, len(self.sampler))
+        end = len(self.sampler)
+        codes = None
+        if self.augment != "none":
+            codes = d4_codes(self.sampler.seed, epoch, self.sampler.order(epoch))
+        run = _Run(epoch, end, len(ring), codes)
+        # A batch number is queued only when its buffer is free: batch j + prefetch reuses the
+        # buffer of batch j - keep, handed out keep batches before batch j.
+        for j in range(start, min(end, start + self.prefetch)):
+            run.jobs.put(j)
         workers = [
             threading.Thread(target=self._work, args=(run, ring), daemon=True)
             for _ in range(self.threads)
@@ -196,21 +242,20 @@ class ThreadedLoader:
         for t in workers:
             t.start()
         try:
-            for j in range(start, run.end):
-                with run.cond:
-                    while j not in run.done and run.error is None:
-                        run.cond.wait()
-                    if run.error is not None:
-                        raise run.error
-                    slot, n, codes = run.done.pop(j)
-                    run.handed = j + 1
-                    run.cond.notify_all()
+            for j in range(start, end):
+                slot = j % len(ring)
+                run.filled[slot].acquire()
+                error = run.errors[slot]
+                if error is not None:
+                    raise error
+                if j + self.prefetch < end:
+                    run.jobs.put(j + self.prefetch)
                 self.sampler.resume(epoch, j + 1)
-                yield self._deliver(ring.tensors[slot][:n], slot, codes)
+                yield self._deliver(slot, run.sizes[slot])
             self.sampler.set_epoch(epoch + 1)
         finally:
-            with run.cond:
-                run.stop = True
-                run.cond.notify_all()
+            run.stop = True
+            for _ in workers:
+                run.jobs.put(None)
             for t in workers:
                 t.join()

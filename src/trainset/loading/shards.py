@@ -215,8 +215,8 @@ class ShardReader:
         return self._descriptors()[shard]
 
     # -- reading -------------------------------------------------------------------------------
-    def locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (shard, byte offset) of each global index, both (B,) int64."""
+    def _checked(self, indices: np.ndarray) -> np.ndarray:
+        """``indices`` as (B,) int64, refusing anything else and indices out of range."""
         idx = np.asarray(indices)
         if idx.ndim != 1 or not (np.issubdtype(idx.dtype, np.integer) or idx.size == 0):
             raise InputError(
@@ -229,31 +229,83 @@ class ShardReader:
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= total):
             bad = int(idx[(idx < 0) | (idx >= total)][0])
             raise IndexError(f"record index {bad} out of range [0, {total})")
+        return idx
+
+    def locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (shard, byte offset) of each global index, both (B,) int64."""
+        idx = self._checked(indices)
         shard = np.searchsorted(self._starts, idx, side="right") - 1
         offset = self._offsets[shard] + (idx - self._starts[shard]) * self._record_bytes
         return shard, offset
 
     def plan(self, indices: np.ndarray) -> ReadPlan:
-        """Sort a batch by (file, offset) and group adjacent records into runs."""
-        shard, offset = self.locate(indices)
-        order = np.lexsort((offset, shard))
-        s_sorted = shard[order]
-        o_sorted = offset[order]
-        if len(order) == 0:
+        """Sort a batch by (file, offset) and group adjacent records into runs.
+
+        Shards are concatenated in order and records lie one after the other in a shard, so
+        sorting global indices sorts by (file, offset), and consecutive indices in one shard
+        are adjacent bytes.
+        """
+        idx = self._checked(indices)
+        if len(idx) == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return ReadPlan(order, np.zeros(1, dtype=np.int64), empty, empty)
-        breaks = np.ones(len(order), dtype=bool)
-        breaks[1:] = (s_sorted[1:] != s_sorted[:-1]) | (
-            o_sorted[1:] != o_sorted[:-1] + self._record_bytes
-        )
-        starts = np.flatnonzero(breaks)
-        # Cap a run at IOV_MAX buffers.
-        lengths = np.diff(np.append(starts, len(order)))
-        if lengths.max() > _IOV_MAX:
+            return ReadPlan(empty, np.zeros(1, dtype=np.int64), empty, empty)
+        order = np.argsort(idx, kind="stable")
+        s_sorted = idx[order]
+        shard = np.searchsorted(self._starts, s_sorted, side="right") - 1
+        offset = self._offsets[shard] + (s_sorted - self._starts[shard]) * self._record_bytes
+        joined = np.diff(s_sorted) == 1
+        if joined.any():
+            joined &= shard[1:] == shard[:-1]
+        if not joined.any():  # the common case of random access: one record per run
+            return ReadPlan(order, np.arange(len(order) + 1, dtype=np.int64), shard, offset)
+        starts = np.flatnonzero(~joined) + 1
+        starts = np.concatenate(([0], starts))
+        if len(order) > _IOV_MAX:  # cap a run at IOV_MAX buffers
+            lengths = np.diff(np.append(starts, len(order)))
             pieces = [np.arange(s, s + n, _IOV_MAX) for s, n in zip(starts, lengths)]
             starts = np.concatenate(pieces)
         run_start = np.append(starts, len(order)).astype(np.int64)
-        return ReadPlan(order, run_start, s_sorted[starts], o_sorted[starts])
+        return ReadPlan(order, run_start, shard[starts], offset[starts])
+
+    def plan_rows(self, indices: np.ndarray) -> list[ReadPlan]:
+        """:meth:`plan` of every row of ``indices`` (K, B), worked out for all rows at once.
+
+        A loader plans a block of batches in one go: the numpy calls cost per call, not per
+        element, so this is several times cheaper per batch than :meth:`plan` one at a time.
+        """
+        idx = np.asarray(indices)
+        if idx.ndim != 2:
+            raise InputError("indices must be 2-D", expected="(K, B) int", found=idx.shape)
+        flat = self._checked(idx.reshape(-1))
+        k, b = idx.shape
+        if b == 0 or b > _IOV_MAX:
+            return [self.plan(row) for row in flat.reshape(k, b)]
+        rows = flat.reshape(k, b)
+        order = np.argsort(rows, axis=1, kind="stable")
+        s_sorted = np.take_along_axis(rows, order, axis=1)
+        shard = np.searchsorted(self._starts, s_sorted, side="right") - 1
+        offset = self._offsets[shard] + (s_sorted - self._starts[shard]) * self._record_bytes
+        joined = (np.diff(s_sorted, axis=1) == 1) & (shard[:, 1:] == shard[:, :-1])
+        merges = joined.any(axis=1).tolist()
+        singles = np.arange(b + 1, dtype=np.int64)
+        return [
+            self.plan(rows[r]) if merges[r] else ReadPlan(order[r], singles, shard[r], offset[r])
+            for r in range(k)
+        ]
+
+    def row_views(self, out: np.ndarray) -> list[memoryview]:
+        """One writable byte view per row of ``out`` (>= B, H, W), for :meth:`read_planned`.
+
+        Building them costs a little per row; a caller that refills the same buffer keeps them.
+        """
+        if not out.flags.c_contiguous or out.shape[1:] != self._shape:
+            raise InputError(
+                "output buffer does not fit the records",
+                expected=f"C-contiguous (B, {self._shape[0]}, {self._shape[1]})",
+                found=f"{'C-contiguous ' if out.flags.c_contiguous else ''}{out.shape}",
+            )
+        flat = out.reshape(out.shape[0], self._shape[0] * self._shape[1]).view(np.uint8)
+        return [memoryview(flat[b]) for b in range(flat.shape[0])]
 
     def read_planned(
         self,
@@ -261,22 +313,32 @@ class ShardReader:
         out: np.ndarray,
         runs: range | None = None,
         rows: np.ndarray | None = None,
+        views: list[memoryview] | None = None,
     ) -> None:
         """Read the runs ``runs`` (all by default) of ``plan`` into the rows of ``out``.
 
         Batch position b of the plan goes to row ``rows[b]`` of ``out`` (row b without
-        ``rows``). Several threads may read disjoint run ranges of one plan into one ``out``.
+        ``rows``). ``views`` are :meth:`row_views` of ``out``, kept by a caller that refills
+        one buffer. Several threads may read disjoint run ranges of one plan into one ``out``.
         """
         fds = self._descriptors()
-        flat = out.reshape(out.shape[0], self._shape[0] * self._shape[1]).view(np.uint8)
+        if views is None:
+            views = self.row_views(out)
         order = (plan.order if rows is None else np.asarray(rows)[plan.order]).tolist()
         starts = plan.run_start.tolist()
         shards = plan.run_shard.tolist()
         offsets = plan.run_offset.tolist()
         rb = self._record_bytes
+        if runs is None and len(shards) == len(order):  # one record per run: no slicing
+            for b, shard, pos in zip(order, shards, offsets):
+                bufs = [views[b]]
+                got = os.preadv(fds[shard], bufs, pos)
+                if got != rb:
+                    self._finish_short_read(fds[shard], bufs, pos, got, shard)
+            return
         for r in runs if runs is not None else range(plan.n_runs):
             a, z = starts[r], starts[r + 1]
-            bufs = [memoryview(flat[b]) for b in order[a:z]]
+            bufs = [views[b] for b in order[a:z]]
             got = os.preadv(fds[shards[r]], bufs, offsets[r])
             if got != (z - a) * rb:
                 self._finish_short_read(fds[shards[r]], bufs, offsets[r], got, shards[r])
@@ -290,8 +352,7 @@ class ShardReader:
         cache instead of memory.
         """
         fds = self._descriptors()
-        flat = scratch.reshape(scratch.shape[0], self._shape[0] * self._shape[1]).view(np.uint8)
-        views = [memoryview(flat[g]) for g in range(scratch.shape[0])]
+        views = self.row_views(scratch)
         size = len(views)
         starts = plan.run_start.tolist()
         shards = plan.run_shard.tolist()
