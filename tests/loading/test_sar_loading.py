@@ -131,6 +131,16 @@ def test_augment_on_device_yields_codes_that_the_transfer_hook_applies(tmp_path)
         assert torch.equal(deferred.on_after_batch_transfer((batch, codes), 0), a)
 
 
+def test_sample_train_batch_is_augmented_with_augment_on_device(tmp_path):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    fused = SARDataModule(root, val_fraction=0.3, batch_size=8, seed=3)
+    deferred = SARDataModule(root, val_fraction=0.3, batch_size=8, seed=3, augment_on_device=True)
+    got = deferred.get_sample_batch("train")
+    assert torch.equal(got, fused.get_sample_batch("train"))
+    raw = torch.from_numpy(records(root)[deferred.train_indices[:8]])
+    assert not torch.equal(got, raw)  # some of the 8 codes are not the identity
+
+
 def test_transfer_hook_leaves_plain_batches_alone(tmp_path):
     root = make_patch_set(tmp_path, [10, 8, 12])
     dm = SARDataModule(root, val_fraction=0.3, batch_size=4)

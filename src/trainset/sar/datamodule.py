@@ -308,11 +308,18 @@ class SARDataModule(_DataModuleBase):
         return batch
 
     def get_sample_batch(self, split: str = "train") -> torch.Tensor:
-        """The first ``batch_size`` items of ``split`` ('train' or 'val') as (B, C, H, W)."""
+        """The first ``batch_size`` items of ``split`` ('train' or 'val') as (B, C, H, W).
+
+        Train items come augmented as a model sees them: with ``augment_on_device`` the D4
+        codes the loader would leave to the device are applied here.
+        """
         if split not in ("train", "val"):
             raise InputError("unknown split", key="split", expected="train|val", found=split)
         ds = self.train_dataset if split == "train" else self.val_dataset
         n = min(self.batch_size, len(ds))  # type: ignore[arg-type]
         if n == 0:
             raise InputError(f"the {split} split is empty", key="split", found=0)
-        return torch.stack(ds.__getitems__(list(range(n))))  # type: ignore[attr-defined]
+        rows = ds.__getitems__(list(range(n)))  # type: ignore[attr-defined]
+        batch = torch.stack(list(rows))
+        codes = getattr(rows, "codes", None)
+        return batch if codes is None else apply_d4(batch, codes)
