@@ -249,3 +249,69 @@ def test_failure_between_write_and_rename_keeps_the_previous_fixture(
     assert sha256_of(npz) == checksum
     assert json.loads(sidecar.read_text())["subset_size"] == 16
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json", "f.npz", "s.npz"]
+
+
+def fixture_with_sidecar(tmp_path, small_arrays):
+    source = atomic_write_npz(tmp_path / "s.npz", small_arrays())
+    out = tmp_path / "f.npz"
+    assert (
+        main(
+            [
+                "ptycho",
+                "fixture",
+                "--source",
+                str(source),
+                "--output",
+                str(out),
+                "--subset-size",
+                "16",
+            ]
+        )
+        == 0
+    )
+    return out, tmp_path / "f.json"
+
+
+def test_check_verifies_the_sidecar_beside_the_fixture(tmp_path, capsys, small_arrays):
+    out, sidecar = fixture_with_sidecar(tmp_path, small_arrays)
+    capsys.readouterr()
+    assert main(["ptycho", "check", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert f"sidecar {sidecar}" in report["checked"]
+
+
+def test_check_fails_when_the_npz_changed_after_its_sidecar(tmp_path, capsys, small_arrays):
+    out, sidecar = fixture_with_sidecar(tmp_path, small_arrays)
+    with np.load(out, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["diffraction"] = arrays["diffraction"] * np.float32(2)
+    atomic_write_npz(out, arrays)
+    capsys.readouterr()
+    assert main(["ptycho", "check", str(out)]) == 1
+    text = capsys.readouterr().out
+    recorded = json.loads(sidecar.read_text())["sha256_checksum"]
+    assert (
+        f"sidecar: sha256_checksum is the NPZ's sha256: expected {recorded}, found {sha256_of(out)}"
+        in text
+    )
+    assert main(["ptycho", "check", str(out), "--no-sidecar"]) == 0
+
+
+def test_check_names_a_sidecar_with_the_wrong_subset_size(tmp_path, capsys, small_arrays):
+    out, sidecar = fixture_with_sidecar(tmp_path, small_arrays)
+    meta = json.loads(sidecar.read_text())
+    meta["subset_size"] = 17
+    other = tmp_path / "elsewhere.json"
+    other.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["ptycho", "check", str(out), "--sidecar", str(other)]) == 1
+    assert "subset_size is the NPZ's number of scan positions: expected 17, found 16" in (
+        capsys.readouterr().out
+    )
+
+
+def test_check_refuses_a_sidecar_that_is_not_a_json_object(tmp_path, capsys, small_arrays):
+    out, sidecar = fixture_with_sidecar(tmp_path, small_arrays)
+    sidecar.write_text("[1, 2]")
+    assert main(["ptycho", "check", str(out)]) == 2
+    assert "sidecar is not a JSON object" in capsys.readouterr().err

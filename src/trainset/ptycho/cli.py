@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from trainset.cli import EXIT_FAILURES, EXIT_OK, add_group, flag
-from trainset.ptycho.contract import check_npz
+from trainset.ptycho.contract import check_npz, check_sidecar
 from trainset.ptycho.convert import canonicalize
 from trainset.ptycho.fixture import MIN_SUBSET, STRATEGIES, generate_fixture
 from trainset.ptycho.layout import LAYOUTS
@@ -35,6 +35,12 @@ def _legacy_hint(path: Path) -> str | None:
 
 def _check(args: argparse.Namespace) -> int:
     report = check_npz(args.file)
+    sidecar = args.sidecar
+    if sidecar is None and not args.no_sidecar:
+        beside = Path(args.file).with_suffix(".json")
+        sidecar = beside if beside.is_file() else None
+    if sidecar is not None:
+        check_sidecar(report, args.file, sidecar)
     if args.json:
         print(report.to_json())
     else:
@@ -84,6 +90,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", type=Path, metavar="FILE.npz")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    side = p.add_mutually_exclusive_group()
+    side.add_argument(
+        "--sidecar",
+        type=Path,
+        default=None,
+        help="also check this fixture sidecar: its sha256_checksum and subset_size must match "
+        "the NPZ (default: FILE with suffix .json, when it exists)",
+    )
+    side.add_argument(
+        "--no-sidecar", action="store_true", help="do not check a sidecar beside FILE"
+    )
     p.set_defaults(func=_check)
 
     p = group.add_parser(

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from trainset.contracts import ArraySpec, Contract, Finite, MaxValue, MinValue, Predicate, Report
+from trainset.errors import InputError
 
 # DATA-001: normalised amplitude is far below this ("unnormalised" above it).
 MAX_AMPLITUDE = 10.0
@@ -102,3 +103,39 @@ def check_npz(path: str | os.PathLike[str]) -> Report:
     from trainset.ptycho.source import require_npz_file
 
     return DATA001.validate_npz(require_npz_file(path))
+
+
+def check_sidecar(
+    report: Report, npz_path: str | os.PathLike[str], sidecar_path: str | os.PathLike[str]
+) -> None:
+    """Add the fixture sidecar's rules to ``report``: its ``sha256_checksum`` is the NPZ's
+    sha256 and its ``subset_size`` is the NPZ's number of scan positions.
+
+    A sidecar whose checksum no longer matches says the NPZ changed after the sidecar was
+    written (or a write was interrupted between the two files). Raises InputError when the
+    sidecar is not a readable JSON object.
+    """
+    from trainset.store import npz_headers, read_json, sha256_file
+
+    sidecar = read_json(sidecar_path)
+    if not isinstance(sidecar, dict):
+        raise InputError(
+            "sidecar is not a JSON object",
+            file=sidecar_path,
+            expected="object",
+            found=type(sidecar).__name__,
+        )
+    report.checked.append(f"sidecar {sidecar_path}")
+    recorded = sidecar.get("sha256_checksum")
+    actual = sha256_file(npz_path)
+    if recorded != actual:
+        report.add("sidecar", "sha256_checksum is the NPZ's sha256", recorded, actual)
+    coords = npz_headers(npz_path).get("xcoords")
+    n_scan = coords.shape[0] if coords is not None and len(coords.shape) == 1 else None
+    if n_scan is not None and sidecar.get("subset_size") != n_scan:
+        report.add(
+            "sidecar",
+            "subset_size is the NPZ's number of scan positions",
+            sidecar.get("subset_size"),
+            n_scan,
+        )
