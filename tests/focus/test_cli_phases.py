@@ -221,3 +221,47 @@ def test_run_forwards_the_depth_model_options_to_the_depth_step(tmp_path):
         "--backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
         "--input-size", "56", "--device", "cpu",
     ]  # fmt: skip
+
+
+def _steps(tmp_path, *extra):
+    from trainset.cli import build_parser
+    from trainset.focus.cli_phases import run_steps
+
+    argv = ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o")]
+    return [step[0] for step in run_steps(build_parser().parse_args([*argv, *extra]))]
+
+
+def _write_stats(tmp_path, **stats):
+    path = tmp_path / "o" / "logs" / "coc_stats.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"recommended_max_coc": 2e-4, **stats}))
+
+
+@pytest.mark.parametrize(
+    ("max_coc", "stats", "calibrates"),
+    [
+        (None, None, True),  # the manual gate always calibrates
+        (None, {"coc_model": "plan", "n_sets": 4}, True),
+        ("from-stats", None, True),  # nothing to take the value from yet
+        ("from-stats", {"coc_model": "plan", "n_sets": 4}, False),  # kept: renders stay current
+        ("from-stats", {"coc_model": "plan", "n_sets": 2}, True),  # made for other sets
+        ("from-stats", {"coc_model": "thin_lens", "n_sets": 4}, True),
+        ("0.0002", None, False),  # a given value needs no calibration
+    ],
+)
+def test_run_calibrates_only_when_no_usable_statistics_may_feed_renders(
+    tmp_path, max_coc, stats, calibrates
+):
+    if stats is not None:
+        _write_stats(tmp_path, **stats)
+    extra = [] if max_coc is None else ["--max-coc", max_coc]
+    steps = _steps(tmp_path, *extra, "--sets", "4", "--coc-model", "plan")
+    assert ("calibrate" in steps) is calibrates
+    assert steps[:3] == ["index", "deblur", "depth"]
+
+
+def test_unreadable_statistics_are_recalibrated(tmp_path):
+    path = tmp_path / "o" / "logs" / "coc_stats.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    assert "calibrate" in _steps(tmp_path, "--max-coc", "from-stats")

@@ -230,6 +230,30 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if report["failed_scenes"] else EXIT_OK
 
 
+def stats_usable(out_root: Path, coc_model: str, sets: int) -> bool:
+    """Whether ``logs/coc_stats.json`` exists, reads, and describes ``coc_model`` and ``sets``."""
+    try:
+        stats = read_json(out_root / STATS_FILE)
+        if not isinstance(stats, dict) or "recommended_max_coc" not in stats:
+            return False
+        _check_stats_match(out_root, argparse.Namespace(coc_model=coc_model, sets=sets))
+    except InputError:  # missing, unreadable or made for another model or set count
+        return False
+    return True
+
+
+def calibration_needed(max_coc: str | None, stats_ready: bool) -> bool:
+    """Whether a run calibrates: always without ``--max-coc`` (the manual gate), with
+    ``from-stats`` only while there are no usable statistics (:func:`stats_usable`), never
+    with a given value.
+
+    Existing statistics are kept once renders may follow: a max_coc that moved because a
+    repaired scene joined the sample would make every finished render stale. Both executors
+    follow this rule; a run without ``--max-coc`` recalibrates.
+    """
+    return max_coc is None or (max_coc == "from-stats" and not stats_ready)
+
+
 def run_steps(args: argparse.Namespace) -> list[list[str]]:
     """The `trainset focus` commands (``[name, options...]``) of a run, in order: the local
     executor runs them here, the SLURM executor submits them as jobs."""
@@ -251,8 +275,11 @@ def run_steps(args: argparse.Namespace) -> list[list[str]]:
          "--min-frames", str(args.min_frames), "--seed", str(args.seed)],
         ["deblur", *common, "--backend", args.deblur_backend],
         ["depth", *common, *depth],
-        ["calibrate", "--out-root", out, "--sample-fraction", str(args.sample_fraction), *sets],
     ]  # fmt: skip
+    if calibration_needed(args.max_coc, stats_usable(args.out_root, args.coc_model, args.sets)):
+        steps.append(
+            ["calibrate", "--out-root", out, "--sample-fraction", str(args.sample_fraction), *sets]
+        )
     if args.max_coc is not None:
         steps.append(
             [
@@ -282,6 +309,11 @@ def _run(args: argparse.Namespace) -> int:
             )
     out = str(args.out_root)
     parser = build_parser()
+    if args.max_coc == "from-stats" and all(step[0] != "calibrate" for step in steps):
+        print(
+            f"== calibration kept: {STATS_FILE} describes these sets "
+            "(run without --max-coc to recalibrate)"
+        )
     for step in steps:
         print(f"== trainset focus {' '.join(step)}")
         step_args = parser.parse_args(["focus", *step])

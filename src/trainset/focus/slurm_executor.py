@@ -168,7 +168,7 @@ def run_on_slurm(
     """
     from trainset.cli import build_parser
     from trainset.focus import stages  # noqa: F401  (registers the focus stages)
-    from trainset.focus.calibration import STATS_FILE, resolve_max_coc
+    from trainset.focus.calibration import resolve_max_coc
     from trainset.focus.cli import deblur_params, depth_params
     from trainset.focus.cli_phases import render_stage_params
     from trainset.focus.index import build_index
@@ -201,8 +201,8 @@ def run_on_slurm(
             SceneCall("depth", {"depth": depth_params(parsed["depth"])}, job_words(argv["depth"])),
         ]
         set_calls = []
-        stats_ready = (out / STATS_FILE).is_file()
-        if args.max_coc is None or (args.max_coc == "from-stats" and not stats_ready):
+        stats_ready = "calibrate" not in argv  # run_steps calibrates unless usable stats exist
+        if "calibrate" in argv:  # run_steps decided by calibration_needed
             set_calls.append(SetCall("calibrate", job_words(argv["calibrate"]), ("depth",)))
         if args.max_coc is not None:
             render_params: Mapping[str, Mapping[str, Any] | None] = {
