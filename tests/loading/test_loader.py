@@ -230,3 +230,18 @@ def test_sampler_over_a_subset_reads_only_those_records(square):
     loader = ThreadedLoader(square, EpochSampler(subset, 2, shuffle=False), threads=2)
     got = torch.cat([b.clone() for b in loader]).numpy()[:, 0]
     np.testing.assert_array_equal(got, square.read(subset))
+
+
+@pytest.mark.parametrize("augment", ["none", "cpu", "deferred"])
+def test_threaded_loader_of_one_rank_reads_that_ranks_batches(square, augment):
+    sampler = EpochSampler(len(square), 4, seed=7, rank=1, world_size=2)
+    want_sampler = EpochSampler(len(square), 4, seed=7, rank=1, world_size=2)
+    loader = ThreadedLoader(square, sampler, threads=2, augment=augment, prefetch=1, keep=1)
+    got = [(b if augment != "deferred" else b[0]).clone() for b in loader]
+    assert len(got) == 5  # 9 global batches over 2 ranks, padded to 5 each
+    for j, batch in enumerate(got):
+        b = want_sampler.batch(0, j)
+        recs = square.read(b.indices)
+        if augment == "cpu":
+            recs = np.stack([d4_view(r, int(c)) for r, c in zip(recs, d4_codes(7, 0, b.indices))])
+        np.testing.assert_array_equal(batch.numpy()[:, 0], recs)

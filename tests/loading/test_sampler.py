@@ -105,3 +105,78 @@ def test_two_dimensional_records_are_refused():
 def test_negative_record_index_is_refused():
     with pytest.raises(InputError, match="record indices must be >= 0"):
         EpochSampler(np.array([3, -1]), 2)
+
+
+def _epoch_of_ranks(n, batch, world, drop_last, epoch=2):
+    ranks = [
+        EpochSampler(n, batch, seed=5, drop_last=drop_last, rank=r, world_size=world)
+        for r in range(world)
+    ]
+    return ranks, [[ranks[r].batch(epoch, j).indices.tolist() for j in range(len(ranks[r]))]
+                   for r in range(world)]  # fmt: skip
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_take_every_world_size_th_global_batch(world):
+    whole = EpochSampler(23, 4, seed=5)  # 6 global batches, the last one of 3 records
+    ranks, got = _epoch_of_ranks(23, 4, world, drop_last=False)
+    per_rank = -(-6 // world)
+    assert [len(s) for s in ranks] == [per_rank] * world
+    for r in range(world):
+        for j in range(per_rank):
+            k = (r + j * world) % 6  # past the end the list wraps around to its start
+            assert got[r][j] == whole.batch(2, k).indices.tolist()
+
+
+def test_ranks_see_every_record_once_when_batches_divide_evenly():
+    _, got = _epoch_of_ranks(24, 4, 3, drop_last=False)  # 6 batches over 3 ranks
+    seen = sorted(i for rank in got for b in rank for i in b)
+    assert seen == list(range(24))
+
+
+def test_drop_last_ranks_share_no_record_and_get_equal_batches():
+    ranks, got = _epoch_of_ranks(30, 4, 4, drop_last=True)  # 7 full batches -> 1 per rank
+    assert [len(s) for s in ranks] == [1, 1, 1, 1]
+    flat = [i for rank in got for b in rank for i in b]
+    assert len(flat) == len(set(flat)) == 16
+
+
+def test_padding_repeats_batches_only_to_even_out_the_ranks():
+    _, got = _epoch_of_ranks(20, 4, 3, drop_last=False)  # 5 batches -> 2 per rank, 1 repeat
+    batches = [tuple(b) for rank in got for b in rank]
+    assert len(batches) == 6 and len(set(batches)) == 5
+    assert sorted({i for b in batches for i in b}) == list(range(20))
+
+
+def test_rank_and_world_size_come_from_a_distributed_sampler():
+    from torch.utils.data.distributed import DistributedSampler
+
+    dist = DistributedSampler(range(10), num_replicas=3, rank=2, shuffle=False)
+    s = EpochSampler(10, 2, sampler=dist)
+    assert (s.rank, s.world_size) == (2, 3)
+
+
+def test_a_sampler_without_rank_is_refused():
+    with pytest.raises(InputError, match="sampler must say its rank"):
+        EpochSampler(10, 2, sampler=range(10))
+
+
+@pytest.mark.parametrize(("rank", "world"), [(2, 2), (-1, 2), (0, 0)])
+def test_rank_outside_the_world_is_refused(rank, world):
+    with pytest.raises(InputError, match="rank must lie in 0..world_size-1"):
+        EpochSampler(10, 2, rank=rank, world_size=world)
+
+
+def test_state_of_another_world_size_is_refused():
+    state = EpochSampler(10, 2, world_size=2).state_dict()
+    with pytest.raises(InputError, match="key 'world_size'"):
+        EpochSampler(10, 2).load_state_dict(state)
+
+
+def test_state_saved_before_sharding_still_loads():
+    state = EpochSampler(10, 2).state_dict()
+    del state["world_size"], state["rank"]
+    state["batch"] = 3
+    s = EpochSampler(10, 2)
+    s.load_state_dict(state)
+    assert s.state_dict()["batch"] == 3

@@ -191,3 +191,70 @@ def test_lightning_fit_applies_device_augmentation_in_the_hook(tmp_path):
     )
     trainer.fit(Tiny(), datamodule=dm)
     assert shapes == [(4, 1, 8, 8), (4, 1, 8, 8)]
+
+
+def test_two_real_ranks_split_the_lazy_train_and_val_batches(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = make_patch_set(tmp_path / "set", [10, 8, 12])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, seed=3)
+    dm.setup()
+    train, val = set(dm.train_indices.tolist()), set(dm.val_indices.tolist())
+    script = Path(__file__).with_name("ddp_rank.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    outs = [tmp_path / f"rank{r}.json" for r in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(root),
+                str(tmp_path / "store"),
+                str(r),
+                "2",
+                str(outs[r]),
+            ],
+            env=env,
+        )  # fmt: skip
+        for r in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    seen = [json.loads(o.read_text()) for o in outs]
+    per_rank = [[i for b in s["train"] for i in b] for s in seen]
+    assert len(seen[0]["train"]) == len(seen[1]["train"]) == len(train) // 2 // 2
+    assert seen[0]["train_batches_all_ranks"] == 2 * len(seen[0]["train"])
+    assert not set(per_rank[0]) & set(per_rank[1])  # no train patch on both ranks
+    assert set(per_rank[0]) | set(per_rank[1]) <= train
+    val_seen = [i for s in seen for b in s["val"] for i in b]
+    assert set(val_seen) == val  # every val patch is evaluated (a batch may be padded in)
+    assert len(seen[0]["val"]) == len(seen[1]["val"])
+
+
+def test_lightning_reinstantiates_the_lazy_sampler_for_its_rank(tmp_path):
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.trainer.states import RunningStage
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler, DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, seed=3, augment_train=False)
+    # What Trainer does under DDP: request the loader with the init arguments recorded ...
+    with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+        loader = dm.train_dataloader()
+    # ... then re-create it around the DistributedSampler of this process's rank.
+    dist = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=True)
+    ranked = _update_dataloader(loader, dist, mode=RunningStage.TRAINING)
+    sampler = ranked.batch_sampler
+    assert isinstance(sampler, EpochSampler)
+    assert (sampler.rank, sampler.world_size, sampler.seed) == (1, 2, 3)
+    assert sampler.drop_last and sampler.shuffle and sampler.n == len(dm.train_indices)
+    got = [b[:, 0, 0, 0].numpy() // 1000 for b in ranked]
+    want = [dm.train_indices[sampler.batch(0, j).indices] for j in range(len(sampler))]
+    assert len(got) == len(want) == len(dm.train_indices) // 2 // 2
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)

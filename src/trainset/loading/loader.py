@@ -48,7 +48,7 @@ class _Run:
         self.sizes = [0] * slots
         self.stop = False
         # Read plans of whole batches, worked out a block of batches at a time.
-        self.plans: dict[int, list[ReadPlan]] = {}
+        self.plans: dict[int, list[ReadPlan | None]] = {}
         self.plans_lock = threading.Lock()
 
 
@@ -173,7 +173,8 @@ class ThreadedLoader:
                 out = ring.arrays[slot]
                 codes = self._codes[slot][: len(batch)]
                 if run.codes is not None:
-                    codes[:] = run.codes[j * size : j * size + len(batch)]
+                    a, z = self.sampler.span(j)
+                    codes[:] = run.codes[a:z]
                 if fused:
                     if scratch is None:
                         shape = (scratch_rows(self.reader), *self.reader.record_shape)
@@ -190,19 +191,28 @@ class ThreadedLoader:
     def _plan(self, run: _Run, j: int) -> ReadPlan:
         """The read plan of full batch ``j``, from its block's plans (worked out on first use)."""
         block = j // PLAN_BLOCK
+        plans: list[ReadPlan | None]
         with run.plans_lock:
-            plans = run.plans.get(block)
-            if plans is None:
+            cached = run.plans.get(block)
+            if cached is not None:
+                plans = cached
+            else:
                 first = block * PLAN_BLOCK
-                last = min(first + PLAN_BLOCK, len(self.sampler))
                 size = self.sampler.batch_size
+                spans = [self.sampler.span(k) for k in range(first, first + PLAN_BLOCK)
+                         if k < len(self.sampler)]  # fmt: skip
+                full = [k for k, (a, z) in enumerate(spans) if z - a == size]
+                starts = np.array([spans[k][0] for k in full], dtype=np.int64)
                 order = self.sampler.order(run.epoch)
-                full = min(last, len(order) // size)  # the short last batch is planned alone
-                rows = order[first * size : full * size].reshape(-1, size)
-                plans = self.reader.plan_rows(rows)
+                rows = order[starts[:, None] + np.arange(size)]
+                plans = [None] * len(spans)  # a short batch is read without a block plan
+                for k, made in zip(full, self.reader.plan_rows(rows)):
+                    plans[k] = made
                 run.plans = {b: p for b, p in run.plans.items() if b >= block - 1}
                 run.plans[block] = plans
-        return plans[j - block * PLAN_BLOCK]
+        plan = plans[j - block * PLAN_BLOCK]
+        assert plan is not None
+        return plan
 
     def _deliver(self, slot: int, n: int) -> Any:
         ring = self._ring()
@@ -229,7 +239,7 @@ class ThreadedLoader:
         end = len(self.sampler)
         codes = None
         if self.augment != "none":
-            codes = d4_codes(self.sampler.seed, epoch, self.sampler.order(epoch))
+            codes = d4_codes(self.sampler.seed, epoch, self.sampler.order(epoch))  # by position
         run = _Run(epoch, end, len(ring), codes)
         # A batch number is queued only when its buffer is free: batch j + prefetch reuses the
         # buffer of batch j - keep, handed out keep batches before batch j.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from torch.utils.data import BatchSampler
 
 from trainset.errors import InputError
 from trainset.loading.augment import d4_codes
@@ -35,7 +36,7 @@ class SampleBatch:
         return d4_codes(self.seed, self.epoch, self.indices)
 
 
-class EpochSampler:
+class EpochSampler(BatchSampler):
     """Yields :class:`SampleBatch` objects over records, ``batch_size`` at a time.
 
     ``records`` is a count n (records 0..n-1) or an array of the record indices to draw from
@@ -45,6 +46,15 @@ class EpochSampler:
     records come in order. Iterating runs the current epoch from the resume point and then moves
     on to the next epoch, so ``for batch in sampler`` twice gives two different epochs.
     It also serves as ``batch_sampler`` of a ``torch.utils.data.DataLoader``.
+
+    **Several processes (DDP).** ``rank`` and ``world_size`` shard an epoch by batches: every
+    rank computes the same order and takes global batches ``rank, rank + world_size, ...``, so
+    the ranks never share a batch. Every rank gets the same number of batches: with
+    ``drop_last`` the last ``len % world_size`` global batches are dropped, otherwise the list
+    wraps around to its start (a few batches are seen twice), as torch's ``DistributedSampler``
+    pads. ``sampler`` (a ``DistributedSampler``) supplies ``rank`` and ``world_size`` instead:
+    that is how Lightning hands over the process group when it re-creates a batch sampler under
+    DDP (the class derives from ``BatchSampler`` so Lightning keeps every other argument).
     """
 
     def __init__(
@@ -56,6 +66,9 @@ class EpochSampler:
         shuffle: bool = True,
         drop_last: bool = False,
         epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        sampler: Any = None,
     ) -> None:
         if isinstance(records, (int, np.integer)):
             if records < 0:
@@ -83,6 +96,25 @@ class EpochSampler:
         self._epoch = int(epoch)
         self._next = 0
         self._cache: tuple[int, np.ndarray] | None = None
+        if sampler is not None:
+            if not (hasattr(sampler, "rank") and hasattr(sampler, "num_replicas")):
+                raise InputError(
+                    "sampler must say its rank and number of replicas",
+                    key="sampler",
+                    expected="a DistributedSampler (rank, num_replicas)",
+                    found=type(sampler).__name__,
+                )
+            rank, world_size = int(sampler.rank), int(sampler.num_replicas)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise InputError(
+                "rank must lie in 0..world_size-1",
+                key="rank",
+                expected=f"0..{max(world_size, 1) - 1} of world_size >= 1",
+                found=f"rank {rank} of {world_size}",
+            )
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.sampler = sampler  # what torch's BatchSampler calls its source of indices
 
     @property
     def end(self) -> int:
@@ -106,19 +138,33 @@ class EpochSampler:
         self._cache = (epoch, order)
         return order
 
-    def __len__(self) -> int:
-        """Batches per epoch."""
+    def _global_len(self) -> int:
+        """Batches per epoch over all ranks."""
         if self.drop_last:
             return self.n // self.batch_size
         return -(-self.n // self.batch_size)
 
-    def batch(self, epoch: int, number: int) -> SampleBatch:
-        """Batch ``number`` of ``epoch``."""
+    def __len__(self) -> int:
+        """Batches per epoch (of this rank)."""
+        total = self._global_len()
+        if self.world_size == 1 or total == 0:
+            return total
+        if self.drop_last:
+            return total // self.world_size
+        return -(-total // self.world_size)
+
+    def span(self, number: int) -> tuple[int, int]:
+        """(a, z): batch ``number`` of this rank is ``order(epoch)[a:z]``."""
         if not 0 <= number < len(self):
             raise IndexError(f"batch {number} out of range [0, {len(self)})")
-        a = number * self.batch_size
-        idx = self.order(epoch)[a : a + self.batch_size]
-        return SampleBatch(idx, epoch, number, self.seed)
+        k = (self.rank + number * self.world_size) % self._global_len()
+        a = k * self.batch_size
+        return a, min(a + self.batch_size, self.n)
+
+    def batch(self, epoch: int, number: int) -> SampleBatch:
+        """Batch ``number`` of ``epoch`` (of this rank)."""
+        a, z = self.span(number)
+        return SampleBatch(self.order(epoch)[a:z], epoch, number, self.seed)
 
     # -- position ------------------------------------------------------------------------------
     @property
@@ -150,12 +196,15 @@ class EpochSampler:
             "batch_size": self.batch_size,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
+            "world_size": self.world_size,
+            "rank": self.rank,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict`; refuses one from a differently shaped sampler."""
-        for key in ("seed", "n", "batch_size", "shuffle", "drop_last"):
-            if state.get(key) != getattr(self, key):
+        defaults = {"world_size": 1, "rank": 0}  # states saved before sharding existed
+        for key in ("seed", "n", "batch_size", "shuffle", "drop_last", "world_size", "rank"):
+            if state.get(key, defaults.get(key)) != getattr(self, key):
                 raise InputError(
                     "sampler state does not match this sampler",
                     key=key,
@@ -164,7 +213,7 @@ class EpochSampler:
                 )
         self.resume(int(state["epoch"]), int(state["batch"]))
 
-    def __iter__(self) -> Iterator[SampleBatch]:
+    def __iter__(self) -> Iterator[SampleBatch]:  # type: ignore[override]
         epoch = self._epoch
         start = self._next
         for number in range(start, len(self)):

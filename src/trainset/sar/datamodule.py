@@ -36,6 +36,14 @@ else:
 SPLIT_POLICIES = ("by_source", "random")
 
 
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the initialised ``torch.distributed`` group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def split_patches(
     groups: np.ndarray, val_fraction: float, seed: int, policy: str = "by_source"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -262,8 +270,15 @@ class SARDataModule(_DataModuleBase):
         ds = self.train_dataset
         if isinstance(ds, LazyPatchDataset):
             if self._train_sampler is None:
+                rank, world = process_group()
                 self._train_sampler = EpochSampler(
-                    len(ds), self.batch_size, seed=self.seed, shuffle=True, drop_last=True
+                    len(ds),
+                    self.batch_size,
+                    seed=self.seed,
+                    shuffle=True,
+                    drop_last=True,
+                    rank=rank,
+                    world_size=world,
                 )
             return self._batched_loader(ds, self._train_sampler)
         return DataLoader(
@@ -282,7 +297,10 @@ class SARDataModule(_DataModuleBase):
         ds = self.val_dataset
         if isinstance(ds, LazyPatchDataset):
             if self._val_sampler is None:
-                self._val_sampler = EpochSampler(len(ds), self.batch_size, shuffle=False)
+                rank, world = process_group()
+                self._val_sampler = EpochSampler(
+                    len(ds), self.batch_size, shuffle=False, rank=rank, world_size=world
+                )
             return self._batched_loader(ds, self._val_sampler)
         return DataLoader(
             ds,
