@@ -163,7 +163,7 @@ def test_a_sampler_without_rank_is_refused():
 
 @pytest.mark.parametrize(("rank", "world"), [(2, 2), (-1, 2), (0, 0)])
 def test_rank_outside_the_world_is_refused(rank, world):
-    with pytest.raises(InputError, match="rank must lie in 0..world_size-1"):
+    with pytest.raises(InputError, match=r"rank must lie in 0\.\.world_size-1"):
         EpochSampler(10, 2, rank=rank, world_size=world)
 
 

@@ -207,21 +207,10 @@ def test_two_real_ranks_split_the_lazy_train_and_val_batches(tmp_path):
     script = Path(__file__).with_name("ddp_rank.py")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     outs = [tmp_path / f"rank{r}.json" for r in range(2)]
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(script),
-                str(root),
-                str(tmp_path / "store"),
-                str(r),
-                "2",
-                str(outs[r]),
-            ],
-            env=env,
-        )  # fmt: skip
-        for r in range(2)
-    ]
+    store = str(tmp_path / "store")
+    argv = [[sys.executable, str(script), str(root), store, str(r), "2", str(outs[r])]
+            for r in range(2)]  # fmt: skip
+    procs = [subprocess.Popen(a, env=env) for a in argv]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     seen = [json.loads(o.read_text()) for o in outs]
     per_rank = [[i for b in s["train"] for i in b] for s in seen]
