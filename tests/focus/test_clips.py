@@ -217,6 +217,28 @@ def test_sampler_caps_clips_per_scene(root):
     assert scenes.count("alpha") == 4 and scenes.count("beta") == 4
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_split_an_epoch_into_equal_parts_of_the_same_order(root, world):
+    ds = FocusClipDataset(root, "train", clip_len=2, stride=1)  # 16 clips
+    whole = ClipSampler(ds, seed=4).order(3).tolist()
+    parts = [ClipSampler(ds, seed=4, rank=r, world_size=world).order(3).tolist()
+             for r in range(world)]  # fmt: skip
+    per_rank = -(-16 // world)
+    assert [len(p) for p in parts] == [per_rank] * world
+    assert len(ClipSampler(ds, rank=0, world_size=world)) == per_rank
+    padded = (whole * 2)[: per_rank * world]  # the tail wraps around to the start
+    for r in range(world):
+        assert parts[r] == padded[r::world]
+    assert sorted(set(i for p in parts for i in p)) == list(range(16))
+
+
+@pytest.mark.parametrize(("rank", "world"), [(1, 1), (-1, 2), (0, 0)])
+def test_clip_sampler_refuses_a_rank_outside_the_world(root, rank, world):
+    ds = FocusClipDataset(root, "train", clip_len=2)
+    with pytest.raises(InputError, match=r"rank must lie in 0\.\.world_size-1"):
+        ClipSampler(ds, rank=rank, world_size=world)
+
+
 def test_collate_stacks_clips(root):
     ds = FocusClipDataset(root, "train", clip_len=2)
     batch = collate_fn([ds[0], ds[1]])

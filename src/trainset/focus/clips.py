@@ -264,6 +264,11 @@ class ClipSampler(Sampler[int]):
     ``clips_per_scene`` draws at most that many clips of each scene per epoch (long scenes do
     not dominate); the choice, too, depends only on (seed, epoch). Iterating moves on to the
     next epoch when one ends; :meth:`set_epoch` picks one.
+
+    ``rank`` and ``world_size`` shard an epoch for plain ``torch.distributed`` training: every
+    rank takes clips ``rank, rank + world_size, ...`` of the same order, padded by wrapping
+    around so that all ranks get the same count (as ``DistributedSampler`` does). Leave them
+    alone under Lightning, which wraps any sampler in its own ``DistributedSamplerWrapper``.
     """
 
     def __init__(
@@ -273,9 +278,20 @@ class ClipSampler(Sampler[int]):
         shuffle: bool = True,
         seed: int = 0,
         clips_per_scene: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if clips_per_scene is not None and clips_per_scene < 1:
             raise InputError("clips_per_scene must be >= 1", expected=">= 1", found=clips_per_scene)
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise InputError(
+                "rank must lie in 0..world_size-1",
+                key="rank",
+                expected=f"0..{max(world_size, 1) - 1} of world_size >= 1",
+                found=f"rank {rank} of {world_size}",
+            )
+        self.rank = int(rank)
+        self.world_size = int(world_size)
         self.scene_of = dataset.clips[:, 0].copy()
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
@@ -287,7 +303,16 @@ class ClipSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def order(self, epoch: int) -> np.ndarray:
-        """Clip indices of ``epoch``."""
+        """Clip indices of ``epoch`` (of this rank)."""
+        full = self._order_all_ranks(epoch)
+        if self.world_size == 1 or len(full) == 0:
+            return full
+        total = -(-len(full) // self.world_size) * self.world_size
+        padded = np.resize(full, total)  # wraps around to the start, as DistributedSampler pads
+        return padded[self.rank :: self.world_size]
+
+    def _order_all_ranks(self, epoch: int) -> np.ndarray:
+        """Clip indices of ``epoch`` over all ranks: a function of (seed, epoch) alone."""
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, epoch])))
         idx = np.arange(len(self.scene_of), dtype=np.int64)
         if self.clips_per_scene is not None:
@@ -302,9 +327,11 @@ class ClipSampler(Sampler[int]):
 
     def __len__(self) -> int:
         if self.clips_per_scene is None:
-            return len(self.scene_of)
-        _, per = np.unique(self.scene_of, return_counts=True)
-        return int(np.minimum(per, self.clips_per_scene).sum())
+            n = len(self.scene_of)
+        else:
+            _, per = np.unique(self.scene_of, return_counts=True)
+            n = int(np.minimum(per, self.clips_per_scene).sum())
+        return -(-n // self.world_size)
 
     def __iter__(self) -> Iterator[int]:
         epoch = self.epoch
