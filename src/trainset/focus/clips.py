@@ -40,6 +40,7 @@ from trainset.focus.pack import (
     open_packed,
     read_sets,
 )
+from trainset.loading.sampler import checked_rank
 from trainset.pipeline.runner import scene_ids
 from trainset.pipeline.seeds import derive_seed
 
@@ -283,15 +284,7 @@ class ClipSampler(Sampler[int]):
     ) -> None:
         if clips_per_scene is not None and clips_per_scene < 1:
             raise InputError("clips_per_scene must be >= 1", expected=">= 1", found=clips_per_scene)
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise InputError(
-                "rank must lie in 0..world_size-1",
-                key="rank",
-                expected=f"0..{max(world_size, 1) - 1} of world_size >= 1",
-                found=f"rank {rank} of {world_size}",
-            )
-        self.rank = int(rank)
-        self.world_size = int(world_size)
+        self.rank, self.world_size = checked_rank(rank, world_size)
         self.scene_of = dataset.clips[:, 0].copy()
         self.shuffle = bool(shuffle)
         self.seed = int(seed)

@@ -19,6 +19,18 @@ from trainset.errors import InputError
 from trainset.loading.augment import d4_codes
 
 
+def checked_rank(rank: int, world_size: int) -> tuple[int, int]:
+    """(rank, world_size) as ints, refusing a rank outside 0..world_size-1."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise InputError(
+            "rank must lie in 0..world_size-1",
+            key="rank",
+            expected=f"0..{max(world_size, 1) - 1} of world_size >= 1",
+            found=f"rank {rank} of {world_size}",
+        )
+    return int(rank), int(world_size)
+
+
 @dataclass(frozen=True)
 class SampleBatch:
     """One batch request: record indices (B,) int64, in the order they appear in the batch."""
@@ -105,15 +117,7 @@ class EpochSampler(BatchSampler):
                     found=type(sampler).__name__,
                 )
             rank, world_size = int(sampler.rank), int(sampler.num_replicas)
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise InputError(
-                "rank must lie in 0..world_size-1",
-                key="rank",
-                expected=f"0..{max(world_size, 1) - 1} of world_size >= 1",
-                found=f"rank {rank} of {world_size}",
-            )
-        self.rank = int(rank)
-        self.world_size = int(world_size)
+        self.rank, self.world_size = checked_rank(rank, world_size)
         self.sampler = sampler  # what torch's BatchSampler calls its source of indices
 
     @property
