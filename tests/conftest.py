@@ -32,3 +32,25 @@ def run_cli(
 def cli():
     """The ``run_cli`` helper as a fixture."""
     return run_cli
+
+
+# Real instrument data (../shared/data beside the checkout; its README says what each file is).
+# TRAINSET_SHARED_DATA points elsewhere. Tests that need it skip with this reason when absent.
+SHARED_DATA = Path(os.environ.get("TRAINSET_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_data_path(*parts: str) -> Path:
+    """A file or folder of the real data set; skips the test with a clear reason when absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(
+            f"real data not found at {path} (the ../shared/data folder beside the checkout, "
+            "or TRAINSET_SHARED_DATA): this test checks what only instrument data shows"
+        )
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    """``shared_data_path`` as a fixture: ``shared_data("rgbd", "7scenes-redkitchen")``."""
+    return shared_data_path
