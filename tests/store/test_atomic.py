@@ -165,3 +165,26 @@ def test_read_json_of_a_folder_is_an_input_error_naming_it(tmp_path):
 def test_read_yaml_of_a_folder_is_an_input_error_naming_it(tmp_path):
     with pytest.raises(InputError, match=r"cannot read YAML: Is a directory"):
         read_yaml(tmp_path)
+
+
+def test_fault_hook_kills_before_the_nth_rename_leaving_its_temp(tmp_path):
+    """TRAINSET_FAULT_KILL_AT=2: the first file is written, the process dies before the second
+    rename; the second target does not exist and its temp is left as a real kill leaves it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from trainset.store.atomic import atomic_write_text as w\n"
+        "w(sys.argv[1] + '/a.txt', 'a'); w(sys.argv[1] + '/b.txt', 'b'); w(sys.argv[1] + '/c.txt', 'c')\n"
+    )
+    env = {**os.environ, "TRAINSET_FAULT_KILL_AT": "2"}
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert (tmp_path / "a.txt").read_text() == "a"
+    assert not (tmp_path / "b.txt").exists()
+    assert not (tmp_path / "c.txt").exists()
+    temps = [p.name for p in tmp_path.iterdir() if p.name.startswith(".b.txt.tmp-")]
+    assert len(temps) == 1
+    assert (tmp_path / temps[0]).read_text() == "b"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +25,22 @@ TEMP_MARKER = ".tmp-"
 
 # Indirection so tests can force a failure between write and rename.
 _replace = os.replace
+
+# Fault injection for the kill tests (docs/core.md, "Guarantees"): with this variable set to N,
+# the process SIGKILLs itself just before its N-th atomic rename, leaving the temp file behind
+# exactly as a real kill at that moment would. Unset (the normal case) it costs one dict lookup.
+FAULT_ENV = "TRAINSET_FAULT_KILL_AT"
+_renames_seen = 0
+
+
+def _fault_point() -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    global _renames_seen
+    _renames_seen += 1
+    if _renames_seen == int(spec):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -55,6 +72,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
+        _fault_point()
         _replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
