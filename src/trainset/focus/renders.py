@@ -24,7 +24,12 @@ from trainset.focus.labels import (
     write_metadata,
 )
 from trainset.focus.layout import bokeh_path, depth_frame_count, depth_path, frame_path
-from trainset.focus.optics import DEFAULT_N_SETS, DEFAULT_SENSOR_WIDTH_M, signed_coc_px
+from trainset.focus.optics import (
+    DEFAULT_FOCUS_RANGE,
+    DEFAULT_N_SETS,
+    DEFAULT_SENSOR_WIDTH_M,
+    signed_coc_px,
+)
 from trainset.store import atomic_write_png, read_npz_array, read_png
 
 RENDERS_STAGE = "renders"
@@ -36,6 +41,7 @@ def renders_params(
     *,
     n_sets: int = DEFAULT_N_SETS,
     coc_model: str = "plan",
+    focus_range: str = DEFAULT_FOCUS_RANGE,
     sensor_width_m: float = DEFAULT_SENSOR_WIDTH_M,
     renderer: str = "layered",
     layer_step_px: float | None = None,
@@ -55,7 +61,7 @@ def renders_params(
             found=sensor_width_m,
         )
     return {
-        **labels_params(max_coc, n_sets=n_sets, coc_model=coc_model),
+        **labels_params(max_coc, n_sets=n_sets, coc_model=coc_model, focus_range=focus_range),
         "sensor_width_m": float(sensor_width_m),
         "renderer": check_renderer(renderer),
         "layer_step_px": float(DEFAULT_LAYER_STEP_PX if layer_step_px is None else layer_step_px),
@@ -73,6 +79,7 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
         float(params["max_coc"]),
         n_sets=int(params.get("n_sets", DEFAULT_N_SETS)),
         coc_model=str(params.get("coc_model", "plan")),
+        focus_range=str(params.get("focus_range", DEFAULT_FOCUS_RANGE)),
         sensor_width_m=float(params.get("sensor_width_m", DEFAULT_SENSOR_WIDTH_M)),
         renderer=str(params.get("renderer", "layered")),
         layer_step_px=params.get("layer_step_px"),

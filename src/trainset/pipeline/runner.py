@@ -29,6 +29,7 @@ from trainset.pipeline.dataset_files import (
 )
 from trainset.pipeline.progress import Progress
 from trainset.pipeline.stage import Stage, get_stage
+from trainset.pipeline.state import latest_failures, upstream_failure
 from trainset.store.codecs import read_json
 from trainset.store.hashing import params_hash
 from trainset.store.sentinels import sentinel_path, write_sentinel
@@ -93,13 +94,18 @@ def select_scenes(
 
 @dataclass(frozen=True)
 class SceneOutcome:
-    """What happened to one scene: ``done``, ``skipped`` (already current), ``failed``, ``blocked``."""
+    """What happened to one scene: ``done``, ``skipped`` (already current), ``failed``, ``blocked``.
+
+    A ``blocked`` scene lacks a stage it requires; ``upstream_failed`` says that stage failed
+    (fix and re-run it) rather than never ran (run it first).
+    """
 
     scene_id: str
     status: str
     counts: dict[str, int] = field(default_factory=dict)
     message: str = ""
     traceback: str = ""
+    upstream_failed: bool = False
 
 
 @dataclass
@@ -115,10 +121,12 @@ class StageSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 all scenes done, 1 some failed, 2 some could not start (a stage to run first)."""
-        if self.with_status("failed"):
+        """0 every scene done; 1 some scene failed or is blocked by an upstream failure; 2 some
+        scene could not start because a stage it needs was never run (stages out of order)."""
+        blocked = self.with_status("blocked")
+        if self.with_status("failed") or any(o.upstream_failed for o in blocked):
             return EXIT_FAILURES
-        if self.with_status("blocked"):
+        if blocked:
             return EXIT_USAGE
         return EXIT_OK
 
@@ -204,20 +212,30 @@ def run_stage(
     root = Path(out_root)
     remove_shared_temps(root)
     record_config(root, stage.name, params)
+    failures = latest_failures(root)
     outcomes: dict[str, SceneOutcome] = {}
     todo: list[str] = []
+
+    def command(name: str) -> str:
+        return f"`{command_prefix} {name}`" if command_prefix else f"stage {name}"
+
     for scene_id in scenes:
         if not force and is_scene_current(stage, root, scene_id, params):
             outcomes[scene_id] = SceneOutcome(scene_id, "skipped")
             continue
         missing = missing_requirements(stage, root, scene_id)
         if missing:
-            hint = ", ".join(
-                f"`{command_prefix} {name}`" if command_prefix else f"stage {name}"
-                for name in missing
-            )
+            cause = upstream_failure(stage, root, scene_id, failures)
+            if cause is not None:
+                message = (
+                    f"{cause.stage} failed ({cause.reason}): fix it and re-run "
+                    f"{command(cause.stage)}"
+                )
+            else:
+                hint = ", ".join(command(name) for name in missing)
+                message = f"{'/'.join(missing)} not done: run {hint} first"
             outcomes[scene_id] = SceneOutcome(
-                scene_id, "blocked", message=f"{'/'.join(missing)} not done: run {hint} first"
+                scene_id, "blocked", message=message, upstream_failed=cause is not None
             )
             continue
         todo.append(scene_id)
