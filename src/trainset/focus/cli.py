@@ -8,6 +8,7 @@ the stage's parameters in ``{out_root}/config.yaml`` and maps the outcome to an 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -211,9 +212,25 @@ def _pack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from trainset.focus.report import FocusReportOptions, build_focus_report
+
+    start = time.monotonic()
+    options = FocusReportOptions(scenes=args.scenes, frames=args.frames, seed=args.seed)
+    report = build_focus_report(args.out_root, options, output=args.output)
+    print(
+        f"focus report: {len(report.scenes_shown)} of {report.scenes_total} scenes shown "
+        f"({len(report.flagged)} failed, blocked or invalid), {report.images} images, "
+        f"{report.size_bytes / 1e6:.2f} MB, {time.monotonic() - start:.1f} s\n"
+        f"  open: {report.path}"
+    )
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `trainset focus` and its sub-commands."""
     from trainset.focus.index import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
+    from trainset.focus.report import FocusReportOptions
 
     focus = add_group(
         sub, "focus", "FocusMamba data pipeline: index, deblur, depth, calibrate, render, validate."
@@ -315,3 +332,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scene", action="append", help="pack only this scene (repeat)")
     p.add_argument("--force", action="store_true", help="re-pack scenes whose pack is current")
     p.set_defaults(func=_pack)
+
+    p = focus.add_parser(
+        "report",
+        help="static HTML report: summary, failures, distributions, thumbnails per scene",
+        description="Write one HTML page (plus a folder of its images) that opens from disk: "
+        "scenes by status with failure reasons and the repair command, max_coc, splits, disk, "
+        "validation; the CoC histogram and the f, N, S_focus distributions; for a seeded "
+        "sample of scenes (every failed one included) sharp frame | depth | focus map and "
+        "render of each set, depth statistics and warnings. Written atomically.",
+        epilog="Exit codes: 0 report written (whatever the data set's state), 2 bad usage or "
+        "input (e.g. no scene index).",
+    )
+    add_root_options(p)
+    p.add_argument(
+        "--scenes",
+        type=int,
+        default=FocusReportOptions.scenes,
+        help="scenes shown in detail: a seeded sample; failed/blocked ones come in addition "
+        f"(default {FocusReportOptions.scenes})",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=FocusReportOptions.frames,
+        help=f"frames per shown scene, evenly spaced (default {FocusReportOptions.frames})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=FocusReportOptions.seed,
+        help=f"seed of the scene sample (default {FocusReportOptions.seed})",
+    )
+    p.add_argument("--output", type=Path, help="page to write (default OUT_ROOT/report/index.html)")
+    p.set_defaults(func=_report)
