@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from trainset.pipeline import stage as stage_module
 from trainset.pipeline.dataset_files import append_failure
 from trainset.pipeline.scene_state import StageState, scene_status, stage_states
 from trainset.pipeline.stage import Stage, register_stage
@@ -12,12 +15,20 @@ def _noop(out_root, scene_id, params):
     return {}
 
 
-# A diamond: grow -> (cut, paint) -> pack; names unique to this module.
-GROW = register_stage(Stage("st_grow", 1, "grow", (), _noop))
-CUT = register_stage(Stage("st_cut", 1, "cut", ("st_grow",), _noop))
-PAINT = register_stage(Stage("st_paint", 1, "paint", ("st_grow",), _noop))
-PACK = register_stage(Stage("st_pack", 1, "pack", ("st_cut", "st_paint"), _noop))
+# A diamond: grow -> (cut, paint) -> pack.
+GROW = Stage("st_grow", 1, "grow", (), _noop)
+CUT = Stage("st_cut", 1, "cut", ("st_grow",), _noop)
+PAINT = Stage("st_paint", 1, "paint", ("st_grow",), _noop)
+PACK = Stage("st_pack", 1, "pack", ("st_cut", "st_paint"), _noop)
 STAGES = [GROW, CUT, PAINT, PACK]
+
+
+@pytest.fixture(autouse=True)
+def _diamond_registered(monkeypatch):
+    """Register the diamond for one test only (the registry is process-wide)."""
+    monkeypatch.setattr(stage_module, "_STAGES", dict(stage_module._STAGES))
+    for stage in STAGES:
+        register_stage(stage)
 
 
 def _done(root, scene, stage):

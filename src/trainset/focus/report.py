@@ -126,8 +126,9 @@ class _Facts:
 
 def _gather(out_root: Path, log: TextIO) -> _Facts:
     """Read the small files of the whole data set (one ``metadata.json`` per scene)."""
+    from trainset.focus.stages import FOCUS_STAGES  # imports the stages' run functions
+
     index = read_scene_index(out_root)
-    from trainset.focus import stages  # noqa: F401  (registers the focus stages)
 
     validation_file = out_root / REPORT_FILE
     validation = read_optional_json(validation_file)
@@ -136,7 +137,7 @@ def _gather(out_root: Path, log: TextIO) -> _Facts:
     facts = _Facts(
         out_root=out_root,
         index=index,
-        states=stage_states(out_root, sorted(index)),
+        states=stage_states(out_root, sorted(index), FOCUS_STAGES),
         validation=validation if isinstance(validation, dict) else {},
         validation_time=(
             time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(validation_file.stat().st_mtime))
@@ -157,9 +158,9 @@ def _gather(out_root: Path, log: TextIO) -> _Facts:
                 facts.params["S_focus_m"].append(entry["S_focus"])
             facts.disk += disk_bytes(out_root / scene_id)
             bar.update(1, scene_id)
-    for entry in out_root.iterdir():  # index, config, logs, ...
-        if entry.name not in index:
-            facts.disk += disk_bytes(entry) if entry.is_dir() else entry.lstat().st_size
+    for path in out_root.iterdir():  # index, config, logs, ...
+        if path.name not in index:
+            facts.disk += disk_bytes(path) if path.is_dir() else path.lstat().st_size
     invalid = set(facts.validation.get("failed_scenes", []))
     for scene_id, states in facts.states.items():
         status = scene_status(states)
@@ -384,15 +385,12 @@ def build_focus_report(
     flagged = facts.flagged()
     shown = sample_scenes(sorted(facts.index), flagged, options.scenes, options.seed)
     with ReportPage(page_path, f"Focus data set report: {root}") as page:
-        page.add(tag("h1", f"Focus data set: {root}"))
-        page.add(
-            tag(
-                "p",
-                f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
-                f"`trainset focus report`: {len(shown)} of {len(facts.index)} scenes shown "
-                f"(every failed, blocked or invalid scene, plus a sample of {options.scenes} "
-                f"with seed {options.seed}), {options.frames} frames each.",
-            )
+        page.add_heading(
+            f"Focus data set: {root}",
+            "trainset focus report",
+            f"{len(shown)} of {len(facts.index)} scenes shown (every failed, blocked or invalid "
+            f"scene, plus a sample of {options.scenes} with seed {options.seed}), "
+            f"{options.frames} frames each.",
         )
         page.add(_section_summary(facts))
         page.add(_section_distributions(page, facts))

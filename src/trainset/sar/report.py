@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,14 +293,11 @@ def build_sar_report(
     is_val, split_caption = _splits(groups)
     shard_bytes = sum(p.stat().st_size for p in manifest.shard_paths() if p.is_file())
     with ReportPage(page_path, f"SAR patch set report: {manifest.path}") as page:
-        page.add(tag("h1", f"SAR patch set: {find_manifest(path_or_dir)}"))
-        page.add(
-            tag(
-                "p",
-                f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
-                "`trainset sar report`. Check the shards themselves with "
-                f"`trainset sar verify {shlex.quote(str(manifest.root))} --deep`.",
-            )
+        page.add_heading(
+            f"SAR patch set: {find_manifest(path_or_dir)}",
+            "trainset sar report",
+            "Check the shards themselves with "
+            f"`trainset sar verify {shlex.quote(str(manifest.root))} --deep`.",
         )
         page.add(
             key_values(

@@ -22,6 +22,7 @@ import io
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -166,6 +167,12 @@ class ReportPage:
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
         self._stack.close()
+
+    def add_heading(self, heading: str, command: str, note: str = "") -> None:
+        """The page's ``<h1>`` and a line saying when and by which command it was written."""
+        written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        self.add(tag("h1", heading))
+        self.add(tag("p", f"Written {written} by `{command}`. {note}".rstrip()))
 
     def add(self, fragment: Any) -> None:
         """Append a fragment to the body (plain strings are escaped)."""
