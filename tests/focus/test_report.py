@@ -16,16 +16,10 @@ from PIL import Image
 from tests.conftest import run_cli
 
 from trainset.cli import main
-from trainset.focus.demo import focus_demo_summary, run_focus_demo
+from trainset.focus.demo import focus_demo_summary
 from trainset.focus.report import FocusReportOptions, build_focus_report, sample_scenes
 from trainset.focus.report_scene import depth_colours, depth_lut, pick_frames
 from trainset.store.report_page import THUMB_BOX
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo (2 scenes x 4 frames), which ends by writing its report."""
-    return run_focus_demo(tmp_path_factory.mktemp("demo"), n_scenes=2, n_frames=4, size=(24, 32))
 
 
 @pytest.fixture(scope="module")
@@ -69,22 +63,22 @@ def test_depth_colours_are_log_scaled_with_near_at_the_red_end():
     assert colours.tolist() == [[c.tolist() for c in expected]]
 
 
-def test_demo_ends_with_the_path_of_its_report(demo):
-    assert focus_demo_summary(demo).splitlines()[-1].endswith(str(demo.html_report))
-    assert demo.html_report == demo.out_root / "report" / "index.html"
+def test_demo_ends_with_the_path_of_its_report(focus_demo):
+    assert focus_demo_summary(focus_demo).splitlines()[-1].endswith(str(focus_demo.html_report))
+    assert focus_demo.html_report == focus_demo.out_root / "report" / "index.html"
 
 
-def test_demo_report_screenshot_in_chromium_is_not_blank(demo, browser, tmp_path):
-    png = browser.screenshot(demo.html_report, tmp_path / "shot.png")
+def test_demo_report_screenshot_in_chromium_is_not_blank(focus_demo, browser, tmp_path):
+    png = browser.screenshot(focus_demo.html_report, tmp_path / "shot.png")
     with Image.open(png) as img:
         pixels = np.asarray(img.convert("L"), dtype=np.float32)
     assert pixels.shape == (1000, 1400)
     assert pixels.std() > 10  # text, tables and the verdict banner, not an empty page
 
 
-def test_demo_report_has_no_broken_image_in_chromium(demo, browser):
-    seen = browser.inspect(demo.html_report)
-    assert len(seen["images"]) == len(_image_sources(demo.html_report)) > 2 * 2 * (2 + 2 * 4)
+def test_demo_report_has_no_broken_image_in_chromium(focus_demo, browser):
+    seen = browser.inspect(focus_demo.html_report)
+    assert len(seen["images"]) == len(_image_sources(focus_demo.html_report)) > 2 * 2 * (2 + 2 * 4)
     assert [i["src"] for i in seen["images"] if i["naturalWidth"] == 0] == []
     assert "PASS: all 2 scenes done and valid" in seen["text"]
 
