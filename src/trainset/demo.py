@@ -2,7 +2,8 @@
 
 First the focus pipeline (:func:`trainset.focus.demo.run_focus_demo`: synthetic scenes with
 known depth -> index, deblur, depth, calibrate, render, validate), then the ptychography demo
-(:func:`trainset.ptycho.run_ptycho_demo`).
+(:func:`trainset.ptycho.run_ptycho_demo`); the focus summary comes last and ends with the path
+of the focus data set's HTML report (`trainset focus report`).
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the main job on built-in synthetic data",
         description="Synthetic scenes with known depth -> the whole focus pipeline (index, "
         "deblur, depth, calibrate, render with --max-coc from-stats, validate), then the "
-        "ptychography fixture demo; prints a summary and where to look. Re-running reuses "
-        "what is current.",
+        "ptychography fixture demo; prints a summary and where to look, ending with the path "
+        "of the focus data set's HTML report. Re-running reuses what is current.",
         epilog="Exit codes: 0 both demos pass validation, 1 a check failed, 2 bad usage or input "
         "(e.g. an --out that cannot be created).",
     )

@@ -8,6 +8,7 @@ the stage's parameters in ``{out_root}/config.yaml`` and maps the outcome to an 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -208,30 +209,31 @@ def status_table(out_root: Path) -> tuple[str, bool]:
     ``failed``: the stage's last run on the scene raised; ``blocked``: a stage it needs failed
     (the line names that stage); ``pending``: not run yet.
     """
-    from trainset.focus import stages  # noqa: F401  (registers the focus stages)
     from trainset.focus.pack import PACK_DIR, PACK_FILE, open_packed
     from trainset.focus.problems import rejected_scenes
+    from trainset.focus.stages import FOCUS_STAGES
     from trainset.pipeline.runner import scene_ids
-    from trainset.pipeline.stage import registered_stages
-    from trainset.pipeline.state import BLOCKED, DONE, FAILED, PENDING, stage_states
+    from trainset.pipeline.scene_state import stage_states
 
     ids = scene_ids(out_root)
-    states = stage_states(out_root, ids, registered_stages())
+    states = stage_states(out_root, ids, FOCUS_STAGES)
     lines = [
         f"{len(ids)} scenes in {out_root}",
         f"{'stage':<10} {'done':>6} {'pending':>8} {'failed':>7} {'blocked':>8}",
     ]
     any_failed = False
-    for name, by_scene in states.items():
-        count = {s: sum(st.status == s for st in by_scene.values()) for s in (DONE, PENDING)}
-        failed = sorted(s for s, st in by_scene.items() if st.status == FAILED)
-        blocked = sorted(s for s, st in by_scene.items() if st.status == BLOCKED)
+    for stage in FOCUS_STAGES:
+        by_scene = {s: states[s][stage.name] for s in ids}
+        count = {k: sum(st.status == k for st in by_scene.values()) for k in ("done", "pending")}
+        failed = sorted(s for s, st in by_scene.items() if st.status == "failed")
+        blocked = sorted(s for s, st in by_scene.items() if st.status == "blocked")
         any_failed = any_failed or bool(failed or blocked)
         lines.append(
-            f"{name:<10} {count[DONE]:>6} {count[PENDING]:>8} {len(failed):>7} {len(blocked):>8}"
+            f"{stage.name:<10} {count['done']:>6} {count['pending']:>8} {len(failed):>7} "
+            f"{len(blocked):>8}"
         )
         lines.extend(f"  failed: {s}: {by_scene[s].reason}" for s in failed)
-        lines.extend(f"  blocked: {s} ({by_scene[s].stage} failed)" for s in blocked)
+        lines.extend(f"  blocked: {s} ({by_scene[s].reason})" for s in blocked)
     rejected = rejected_scenes(out_root)
     if rejected:
         lines.append(
@@ -274,9 +276,25 @@ def _pack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from trainset.focus.report import FocusReportOptions, build_focus_report
+
+    start = time.monotonic()
+    options = FocusReportOptions(scenes=args.scenes, frames=args.frames, seed=args.seed)
+    report = build_focus_report(args.out_root, options, output=args.output)
+    print(
+        f"focus report: {len(report.scenes_shown)} of {report.scenes_total} scenes shown "
+        f"({len(report.flagged)} failed, blocked or invalid), {report.images} images, "
+        f"{report.size_bytes / 1e6:.2f} MB, {time.monotonic() - start:.1f} s\n"
+        f"  open: {report.path}"
+    )
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `trainset focus` and its sub-commands."""
     from trainset.focus.index import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
+    from trainset.focus.report import FocusReportOptions
 
     focus = add_group(
         sub, "focus", "FocusMamba data pipeline: index, deblur, depth, calibrate, render, validate."
@@ -397,3 +415,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scene", action="append", help="pack only this scene (repeat)")
     p.add_argument("--force", action="store_true", help="re-pack scenes whose pack is current")
     p.set_defaults(func=_pack)
+
+    p = focus.add_parser(
+        "report",
+        help="static HTML report: summary, failures, distributions, thumbnails per scene",
+        description="Write one HTML page (plus a folder of its images) that opens from disk: "
+        "scenes by status with failure reasons and the repair command, max_coc, splits, disk, "
+        "validation; the CoC histogram and the f, N, S_focus distributions; for a seeded "
+        "sample of scenes (every failed one included) sharp frame | depth | focus map and "
+        "render of each set, depth statistics and warnings. Written atomically.",
+        epilog="Exit codes: 0 report written (whatever the data set's state), 2 bad usage or "
+        "input (e.g. no scene index).",
+    )
+    add_root_options(p)
+    p.add_argument(
+        "--scenes",
+        type=int,
+        default=FocusReportOptions.scenes,
+        help="scenes shown in detail: a seeded sample; failed/blocked ones come in addition "
+        f"(default {FocusReportOptions.scenes})",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=FocusReportOptions.frames,
+        help=f"frames per shown scene, evenly spaced (default {FocusReportOptions.frames})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=FocusReportOptions.seed,
+        help=f"seed of the scene sample (default {FocusReportOptions.seed})",
+    )
+    p.add_argument("--output", type=Path, help="page to write (default OUT_ROOT/report/index.html)")
+    p.set_defaults(func=_report)

@@ -1,7 +1,7 @@
 """Which scenes of a focus data set failed or are blocked, and why, read from its files.
 
 Sources: ``logs/rejected_scenes.json`` (scenes the index refused), the stage states of
-:mod:`trainset.pipeline.state` (``logs/failures.jsonl`` and the sentinels) and, when asked,
+:mod:`trainset.pipeline.scene_state` (``logs/failures.jsonl`` and the sentinels) and, when asked,
 ``logs/validation_report.json``. Used at the end of `focus run` and by `focus status`.
 """
 
@@ -12,8 +12,7 @@ from pathlib import Path
 from trainset.focus.index import REJECTED_LOG
 from trainset.pipeline.dataset_files import LOGS_DIR, safe_text
 from trainset.pipeline.runner import scene_ids
-from trainset.pipeline.stage import registered_stages
-from trainset.pipeline.state import BLOCKED, FAILED, stage_states
+from trainset.pipeline.scene_state import stage_states
 from trainset.store import read_json
 
 VALIDATION_REPORT = Path(LOGS_DIR) / "validation_report.json"
@@ -34,7 +33,7 @@ def problem_lines(out_root: Path, *, with_validation: bool = False) -> list[str]
     With ``with_validation`` the failures of ``logs/validation_report.json`` are added for scenes
     no stage failed in (a file damaged after its stage finished).
     """
-    from trainset.focus import stages  # noqa: F401  (registers the focus stages)
+    from trainset.focus.stages import FOCUS_STAGES  # here: imports the stages' run functions
 
     root = Path(out_root)
     lines = [
@@ -42,23 +41,16 @@ def problem_lines(out_root: Path, *, with_validation: bool = False) -> list[str]
         for name, reason in sorted(rejected_scenes(root).items())
     ]
     ids = scene_ids(root)
-    states = stage_states(root, ids, registered_stages())
+    states = stage_states(root, ids, FOCUS_STAGES)
     listed: set[str] = set()
     for scene in ids:
-        failed = [(name, st) for name, by in states.items() if (st := by[scene]).status == FAILED]
-        blocked = [name for name, by in states.items() if by[scene].status == BLOCKED]
-        if not failed and not blocked:
-            continue
+        failed = [(name, st) for name, st in states[scene].items() if st.status == "failed"]
+        blocked = [name for name, st in states[scene].items() if st.status == "blocked"]
+        if not failed:
+            continue  # a blocked stage always has a failed one upstream
         listed.add(scene)
-        if failed:
-            name, state = failed[0]
-            text = f"{scene}: {name} failed: {state.reason}"
-        else:
-            cause = states[blocked[0]][scene]
-            text = f"{scene}: {cause.stage} failed: {cause.reason}"
-        if blocked:
-            text += f" (blocked: {', '.join(blocked)})"
-        lines.append(text)
+        text = "; ".join(f"{name} failed: {state.reason}" for name, state in failed)
+        lines.append(f"{scene}: {text}" + (f" (blocked: {', '.join(blocked)})" if blocked else ""))
     report_path = root / VALIDATION_REPORT
     if with_validation and report_path.is_file():
         report = read_json(report_path)

@@ -28,8 +28,8 @@ from trainset.pipeline.dataset_files import (
     remove_shared_temps,
 )
 from trainset.pipeline.progress import Progress
+from trainset.pipeline.scene_state import latest_failures, stage_states
 from trainset.pipeline.stage import Stage, get_stage
-from trainset.pipeline.state import latest_failures, upstream_failure
 from trainset.store.codecs import read_json
 from trainset.store.hashing import params_hash
 from trainset.store.sentinels import sentinel_path, write_sentinel
@@ -164,6 +164,36 @@ def missing_requirements(stage: Stage, out_root: str | Path, scene_id: str) -> l
     return [name for name in stage.requires if get_stage(name).sentinel(out_root, scene_id) is None]
 
 
+def _blocked_outcomes(
+    stage: Stage, root: Path, waiting: Mapping[str, list[str]], command_prefix: str | None
+) -> dict[str, SceneOutcome]:
+    """Outcomes of scenes lacking required stages: blocked by an upstream failure (named with
+    its error, to be fixed and re-run) or waiting for a stage that never ran (run it first)."""
+    if not waiting:
+        return {}
+
+    def command(name: str) -> str:
+        return f"`{command_prefix} {name}`" if command_prefix else f"stage {name}"
+
+    required = [get_stage(name) for name in stage.requires]
+    states = stage_states(root, list(waiting), required)
+    failures = latest_failures(root)
+    outcomes = {}
+    for scene_id, missing in waiting.items():
+        failed = [s for state in states[scene_id].values() for s in state.failed_stages]
+        if failed:
+            first = failed[0]
+            error = failures[(scene_id, first)]["error"]
+            message = f"{first} failed ({error}): fix it and re-run {command(first)}"
+        else:
+            hint = ", ".join(command(name) for name in missing)
+            message = f"{'/'.join(missing)} not done: run {hint} first"
+        outcomes[scene_id] = SceneOutcome(
+            scene_id, "blocked", message=message, upstream_failed=bool(failed)
+        )
+    return outcomes
+
+
 def run_one_scene(
     stage: Stage, out_root: str | Path, scene_id: str, params: Mapping[str, Any]
 ) -> SceneOutcome:
@@ -212,33 +242,19 @@ def run_stage(
     root = Path(out_root)
     remove_shared_temps(root)
     record_config(root, stage.name, params)
-    failures = latest_failures(root)
     outcomes: dict[str, SceneOutcome] = {}
     todo: list[str] = []
-
-    def command(name: str) -> str:
-        return f"`{command_prefix} {name}`" if command_prefix else f"stage {name}"
-
+    waiting: dict[str, list[str]] = {}
     for scene_id in scenes:
         if not force and is_scene_current(stage, root, scene_id, params):
             outcomes[scene_id] = SceneOutcome(scene_id, "skipped")
             continue
         missing = missing_requirements(stage, root, scene_id)
         if missing:
-            cause = upstream_failure(stage, root, scene_id, failures)
-            if cause is not None:
-                message = (
-                    f"{cause.stage} failed ({cause.reason}): fix it and re-run "
-                    f"{command(cause.stage)}"
-                )
-            else:
-                hint = ", ".join(command(name) for name in missing)
-                message = f"{'/'.join(missing)} not done: run {hint} first"
-            outcomes[scene_id] = SceneOutcome(
-                scene_id, "blocked", message=message, upstream_failed=cause is not None
-            )
+            waiting[scene_id] = missing
             continue
         todo.append(scene_id)
+    outcomes.update(_blocked_outcomes(stage, root, waiting, command_prefix))
 
     with Progress(
         len(todo), stage.name, stream=stream if stream is not None else sys.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from trainset.cli import EXIT_FAILURES, EXIT_OK, add_group, flag
 from trainset.errors import InputError
@@ -75,8 +76,24 @@ def _import_legacy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from trainset.sar.report import SarReportOptions, build_sar_report
+
+    start = time.monotonic()
+    options = SarReportOptions(mosaic=args.mosaic, max_patches=args.max_patches, seed=args.seed)
+    report = build_sar_report(args.path, options, output=args.output)
+    print(
+        f"sar report: {report.patches} patches from {report.sources} source(s), "
+        f"{report.images} images, {report.size_bytes / 1e6:.2f} MB, "
+        f"{time.monotonic() - start:.1f} s\n  open: {report.path}"
+    )
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `trainset sar` and its sub-commands."""
+    from trainset.sar.report import SarReportOptions
+
     group = add_group(sub, "sar", "SAR patches: GeoTIFF tiling, sharded store, verification.")
 
     p = group.add_parser(
@@ -148,3 +165,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     li.add_argument("--out", required=True, help="directory for manifest.json")
     li.add_argument(*flag("--trust-pickle"), action="store_true", help="allow unpickling")
     li.set_defaults(func=_import_legacy)
+
+    r = group.add_parser(
+        "report",
+        help="static HTML report: counts per source and split, value histogram, mosaic",
+        description="Write one HTML page (plus a folder of its images) that opens from disk: "
+        "the set's parameters, patch counts per source and split (SARDataModule's default "
+        "split), invalid-pixel fractions, a histogram of the normalised values with vmin/vmax "
+        "in dB, a seeded mosaic of patches per source and the manifest's provenance. "
+        "Written atomically.",
+        epilog="Exit codes: 0 report written, 2 bad usage or input (e.g. no manifest).",
+    )
+    r.add_argument("path", metavar="DIR_OR_MANIFEST", help="patch directory or manifest.json")
+    r.add_argument(
+        "--mosaic",
+        type=int,
+        default=SarReportOptions.mosaic,
+        help=f"patches shown per source (default {SarReportOptions.mosaic})",
+    )
+    r.add_argument(
+        *flag("--max-patches"),
+        dest="max_patches",
+        type=int,
+        default=SarReportOptions.max_patches,
+        help=f"patches sampled for the value histogram (default {SarReportOptions.max_patches})",
+    )
+    r.add_argument(
+        "--seed",
+        type=int,
+        default=SarReportOptions.seed,
+        help=f"seed of both samples (default {SarReportOptions.seed})",
+    )
+    r.add_argument("--output", help="page to write (default DIR/report/index.html)")
+    r.set_defaults(func=_report)
