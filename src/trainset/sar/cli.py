@@ -8,6 +8,7 @@ import time
 
 from trainset.cli import EXIT_FAILURES, EXIT_OK, add_group, flag
 from trainset.errors import InputError
+from trainset.sar.geotiff import DEFAULT_MAX_PIXELS
 
 
 def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
@@ -44,7 +45,7 @@ def _patches(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         dtype=args.dtype,
     )
-    manifest = build_patches(args.tifs, args.out, config, argv=sys.argv)
+    manifest = build_patches(args.tifs, args.out, config, argv=sys.argv, max_pixels=args.max_pixels)
     from trainset.sar.manifest import load_manifest
 
     m = load_manifest(manifest)
@@ -100,10 +101,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "patches",
         help="tile GeoTIFFs into normalised patches (.npy shards + manifest.json)",
         description="Read GeoTIFFs in block-aligned windows, normalise to [0, 1] with global "
-        "clip bounds in dB, cut patches, filter them and stream them into .npy shards.",
+        "clip bounds in dB, cut patches, filter them and stream them into .npy shards. The new "
+        "set is built beside --out and swapped in whole when complete: a failure, a kill or a "
+        "full disk leaves the old set as it was; a second run into the same --out is refused "
+        "while one is writing.",
     )
     p.add_argument("tifs", nargs="+", metavar="TIF", help="input GeoTIFF(s)")
-    p.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (shards + manifest.json), or its manifest.json; it must be new, "
+        "empty or a patch set: a new set replaces it as a whole, only once complete",
+    )
     p.add_argument(*flag("--patch-size"), type=int, default=256, help="patch side, px (256)")
     p.add_argument("--stride", type=int, default=128, help="patch step, px (128)")
     p.add_argument(
@@ -137,6 +146,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("float32", "float16"),
         default="float32",
         help="shard dtype (float32; float16 halves the size, datasets return float32)",
+    )
+    p.add_argument(
+        *flag("--max-pixels"),
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse a raster of more pixels (width x height x bands) than this, from its "
+        f"header ({DEFAULT_MAX_PIXELS}: 65536 x 65536, one band)",
     )
     p.set_defaults(func=_patches)
 
