@@ -50,7 +50,7 @@ def shared_data_path(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data():
     """``shared_data_path`` as a fixture: ``shared_data("rgbd", "7scenes-redkitchen")``."""
     return shared_data_path
