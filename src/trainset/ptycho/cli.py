@@ -37,6 +37,21 @@ def _add_max_array(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_metadata_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        *flag("--metadata-out"),
+        dest="metadata_out",
+        type=Path,
+        default=None,
+        help="sidecar JSON path (default: OUTPUT with suffix .json)",
+    )
+
+
+def _print_sidecar(sidecar: Path, checksum: str) -> None:
+    print(f"wrote {sidecar}")
+    print(f"sha256 {checksum}")
+
+
 def _max_bytes(args: argparse.Namespace) -> int:
     if not args.max_array_mib > 0:
         raise InputError(
@@ -110,8 +125,7 @@ def _fixture(args: argparse.Namespace) -> int:
         max_bytes=_max_bytes(args),
     )
     print(f"wrote {npz} ({args.subset_size} positions, strategy {args.strategy})")
-    print(f"wrote {sidecar}")
-    print(f"sha256 {checksum}")
+    _print_sidecar(sidecar, checksum)
     return EXIT_OK
 
 
@@ -126,8 +140,7 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     shape = "(H,W,N) float64" if result.layout == "hwn" else "(N,H,W) float32"
     print(f"wrote {result.output} ({result.n_scan} patterns, {shape}, max {result.peak:.6g})")
-    print(f"wrote {result.sidecar}")
-    print(f"sha256 {result.sha256}")
+    _print_sidecar(result.sidecar, result.sha256)
     return EXIT_OK
 
 
@@ -145,8 +158,7 @@ def _import(args: argparse.Namespace) -> int:
     print(f"wrote {result.output} ({result.n_scan} patterns of {h}x{w}, DATA-001)")
     for line in result.transformations:
         print(f"  {line}")
-    print(f"wrote {result.sidecar}")
-    print(f"sha256 {result.sha256}")
+    _print_sidecar(result.sidecar, result.sha256)
     return EXIT_OK
 
 
@@ -170,8 +182,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sidecar",
         type=Path,
         default=None,
-        help="also check this fixture sidecar: its sha256_checksum and subset_size must match "
-        "the NPZ (default: FILE with suffix .json, when it exists)",
+        help="also check this sidecar (of fixture, simulate or import): its sha256_checksum "
+        "and subset_size or positions must match the NPZ (default: FILE with suffix .json, "
+        "when it exists; a missing one with a temp beside it is reported)",
     )
     side.add_argument(
         "--no-sidecar", action="store_true", help="do not check a sidecar beside FILE"
@@ -206,13 +219,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=64,
         help=f"scan positions to keep, {MIN_SUBSET}..N (default 64)",
     )
-    p.add_argument(
-        *flag("--metadata-out"),
-        dest="metadata_out",
-        type=Path,
-        default=None,
-        help="sidecar JSON path (default: OUTPUT with suffix .json)",
-    )
+    _add_metadata_out(p)
     p.add_argument(
         "--strategy",
         choices=STRATEGIES,
@@ -241,13 +248,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="hwn: legacy (H,W,N) float64 diffraction, complex128 probe/object (default); "
         "nhw: canonical DATA-001 (N,H,W) float32, complex64",
     )
-    p.add_argument(
-        *flag("--metadata-out"),
-        dest="metadata_out",
-        type=Path,
-        default=None,
-        help="sidecar JSON path (default: OUTPUT with suffix .json)",
-    )
+    _add_metadata_out(p)
     _add_max_array(p)
     p.set_defaults(func=_simulate)
 
@@ -263,13 +264,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, required=True, help="format of FILE")
     p.add_argument("file", type=Path, metavar="FILE", help="CXI (HDF5) file or tike NPZ")
     p.add_argument("--output", type=Path, required=True, help="output NPZ (not the source)")
-    p.add_argument(
-        *flag("--metadata-out"),
-        dest="metadata_out",
-        type=Path,
-        default=None,
-        help="sidecar JSON path (default: OUTPUT with suffix .json)",
-    )
+    _add_metadata_out(p)
     p.add_argument(
         *flag("--object-pixel-m"),
         dest="object_pixel_m",
