@@ -342,3 +342,24 @@ def test_check_of_a_cxi_file_points_to_the_import(tmp_path, capsys):
         "not an NPZ file; a CXI file is read by `trainset ptycho import --format cxi` "
         "(expected an NPZ (zip) archive, found an HDF5 file)" in capsys.readouterr().err
     )
+
+
+def test_check_names_the_rule_and_value_a_real_unnormalised_file_breaks(
+    tike_real, tmp_path, capsys
+):
+    """The tike counts as amplitudes without PtychoPINN's normalisation: max sqrt(963) >= 10."""
+    with np.load(tike_real) as raw:
+        amplitude = np.sqrt(np.fft.fftshift(raw["data"][0], axes=(-2, -1)))
+        naive = {
+            "diffraction": amplitude.astype(np.float32),
+            "objectGuess": np.ones((463, 460), np.complex64),
+            "probeGuess": raw["probe"].reshape(128, 128),
+            "xcoords": raw["scan"][0, :, 1].astype(np.float64) + 230,
+            "ycoords": raw["scan"][0, :, 0].astype(np.float64) + 230,
+        }
+    path = atomic_write_npz(tmp_path / "naive.npz", naive)
+    capsys.readouterr()
+    assert main(["ptycho", "check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert f"diffraction: max: expected values < 10, found max {np.sqrt(963.0):.6g}" in out
+    assert "FAIL (1 problem(s))" in out

@@ -148,3 +148,14 @@ def test_pair_failing_at_the_sidecar_rename_leaves_no_sidecar(tmp_path, monkeypa
         pair(tmp_path, 2.0)
     assert np.load(npz)["x"][0] == 2.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz"]
+
+
+def test_without_file_locks_writes_go_ahead_and_temps_are_kept(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(atomic_module.fcntl, "flock", no_locks)
+    atomic_module.atomic_write_bytes(tmp_path / "f.bin", b"written")
+    assert (tmp_path / "f.bin").read_bytes() == b"written"
+    (tmp_path / ".f.bin.tmp-left1234").write_bytes(b"unknown writer")
+    assert remove_dead_temps(tmp_path / "f.bin") == 0

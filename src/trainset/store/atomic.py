@@ -65,7 +65,12 @@ def _locked_temp(target: Path) -> tuple[int, Path]:
     """Create a temp file beside ``target`` and return (fd, path) with an exclusive lock held."""
     while True:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARKER}", dir=target.parent)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            # A file system without locks (NFSv3 without lockd): write unlocked; such temps
+            # are never taken for a dead writer's (remove_dead_temps keeps them).
+            return fd, Path(tmp_name)
         try:
             same = os.stat(tmp_name).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -270,7 +275,8 @@ def _remove_if_writer_gone(temp: Path) -> bool:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:
+            # Held by a live writer (EWOULDBLOCK), or no locks on this file system: keep it.
             return False
         try:
             if os.stat(temp, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
