@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from trainset.demo import shared_data_root
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +43,7 @@ def cli():
 
 # Real instrument data (../shared/data beside the checkout; its README says what each file is).
 # TRAINSET_SHARED_DATA points elsewhere. Tests that need it skip with this reason when absent.
-SHARED_DATA = Path(os.environ.get("TRAINSET_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = shared_data_root()
 
 
 def shared_data_path(*parts: str) -> Path:
