@@ -116,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{N_SETS} sets, written in {time.perf_counter() - t0:.1f} s"
             )
         t0 = time.perf_counter()
-        counts = pack_dataset(root)
-        print(f"pack: {counts} in {time.perf_counter() - t0:.1f} s")
+        result = pack_dataset(root)
+        print(
+            f"pack: {len(result.packed)} packed, {len(result.current)} current, "
+            f"{len(result.failed)} failed in {time.perf_counter() - t0:.1f} s"
+        )
         mods = [m for m in args.modalities.split(",") if m]
         kw = {"clip_len": args.clip_len, "stride": 1, "modalities": mods}
         files = FocusClipDataset(root, args.split, packed=False, **kw)

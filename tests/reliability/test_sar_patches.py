@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import struct
-import subprocess
 import threading
 from pathlib import Path
 
@@ -136,21 +135,6 @@ def test_a_disk_full_error_names_the_file_and_says_the_set_is_unchanged(old_and_
     assert f"the set in {out} is unchanged" in str(info.value)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 16 MiB tmpfs, unmounted after the test (root only; CI runs as root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI and the dev machine run as root)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mount = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)]
-    done = subprocess.run(mount, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"mount refused: {done.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
-
-
 PAGE = 4096  # tmpfs allocates whole pages
 
 
@@ -158,16 +142,8 @@ def pages(folder: Path, names: list[str]) -> int:
     return sum(-(-(folder / n).stat().st_size // PAGE) for n in names)
 
 
-def fill_to(disk: Path, free_pages: int) -> None:
-    """Leave exactly ``free_pages`` pages free on ``disk`` (a filler file takes the rest)."""
-    stat = os.statvfs(disk)
-    (disk / "filler").write_bytes(bytes(stat.f_bavail * stat.f_frsize - free_pages * PAGE))
-    stat = os.statvfs(disk)
-    assert stat.f_bavail * stat.f_frsize == free_pages * PAGE
-
-
 def test_a_rerun_into_a_disk_with_room_for_the_shards_but_not_the_manifest_keeps_the_old_set(
-    tmp_path, small_disk, cli
+    tmp_path, small_disk, fill_disk, cli
 ):
     # 8-pixel patches every 2 pixels: the manifest of the new set (24649 patches, about 150
     # pages) is larger than the whole old set (841 patches, about 60 pages).
@@ -185,7 +161,7 @@ def test_a_rerun_into_a_disk_with_room_for_the_shards_but_not_the_manifest_keeps
     old_pages = pages(out, ["manifest.json", *[s.path for s in load_manifest(out).shards]])
     assert manifest_pages > old_pages + 60
     # Room for the new shards and half the new manifest, even with every old page freed.
-    fill_to(small_disk, shard_pages + manifest_pages // 2)
+    fill_disk(small_disk, shard_pages + manifest_pages // 2)
 
     rerun = cli("sar", "patches", str(new), "--out", str(out), *flags)
 

@@ -223,7 +223,7 @@ def calibrate(
     from trainset.focus.stages import DEPTH  # here: the stage registry imports this module
 
     index = read_scene_index(out_root)
-    with_depth = [s for s in sorted(index) if DEPTH.sentinel(out_root, s) is not None]
+    with_depth = [s for s in sorted(index) if DEPTH.done(out_root, s)]
     without_depth = sorted(set(index) - set(with_depth))
     if not with_depth:
         raise InputError(

@@ -266,14 +266,16 @@ def _pack(args: argparse.Namespace) -> int:
 
     scenes = args.scene or None
     with Progress(len(scenes) if scenes else len(scene_ids(args.out_root)), "pack") as bar:
-        counts = pack_dataset(
+        result = pack_dataset(
             args.out_root, scenes=scenes, force=args.force, progress=lambda s: bar.update(note=s)
         )
     print(
-        f"packed {counts['packed']} scene(s), {counts['current']} already current: "
-        f"{args.out_root}/<scene>/packed/"
+        f"packed {len(result.packed)} scene(s), {len(result.current)} already current, "
+        f"{len(result.failed)} failed: {args.out_root}/<scene>/packed/"
     )
-    return EXIT_OK
+    for scene_id, reason in result.failed.items():
+        print(f"  failed {scene_id}: {reason}")
+    return EXIT_FAILURES if result.failed else EXIT_OK
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -409,7 +411,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write {scene}/packed/: uint8 frames and renders, float16 depth and focus "
         "maps as page-aligned .npy, bit-identical to the plan's files (which stay). "
         "FocusClipDataset reads packs when present; validate checks them.",
-        epilog="Exit codes: 0 packs written or current, 2 bad usage or input.",
+        epilog="Exit codes: 0 packs written or current, 1 some scene could not be packed "
+        "(named, with the reason; the others are packed), 2 bad usage or input.",
     )
     add_root_options(p)
     p.add_argument("--scene", action="append", help="pack only this scene (repeat)")

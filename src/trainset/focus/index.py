@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import random
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -23,9 +24,11 @@ from trainset.errors import InputError
 from trainset.focus.deblur import SHARP_DIR
 from trainset.pipeline.dataset_files import (
     LOGS_DIR,
+    check_out_root,
     out_root_lock,
     record_config,
     safe_text,
+    unsafe_reason,
     write_text_if_changed,
 )
 from trainset.pipeline.runner import SCENE_INDEX, pool_start_method
@@ -59,25 +62,6 @@ def assign_splits(scene_ids: Iterable[str], seed: int = DEFAULT_SPLIT_SEED) -> d
         else:
             splits[sid] = "test"
     return splits
-
-
-def unsafe_reason(scene_id: str) -> str | None:
-    """Why ``scene_id`` cannot be used as a folder name in the output, or None when it can."""
-    if not scene_id:
-        return "empty scene id"
-    if "/" in scene_id or "\\" in scene_id:
-        return "scene id holds a path separator"
-    if ".." in scene_id:
-        return "scene id holds '..'"
-    if scene_id.startswith("."):
-        return "scene id starts with a dot"
-    if any(ord(c) < 32 or ord(c) == 127 for c in scene_id):
-        return "scene id holds a control character"
-    try:
-        scene_id.encode("utf-8")
-    except UnicodeEncodeError:
-        return "scene id is not valid UTF-8"
-    return None
 
 
 def scan_scene(scene_dir: Path) -> tuple[list[Path], list[str]]:
@@ -183,7 +167,9 @@ def build_index(
     """
     raw = Path(raw_root)
     if not raw.is_dir():
-        raise InputError("raw root is not a folder", file=raw, expected="a folder", found="nothing")
+        found = "a file" if raw.exists() else "nothing"
+        raise InputError("raw root is not a folder", file=raw, expected="a folder", found=found)
+    check_out_root(out_root)
     if min_frames < 1:
         raise InputError(
             "minimum frame count must be positive",
@@ -220,7 +206,8 @@ def build_index(
     splits = assign_splits(accepted, seed)
     for sid in sorted(accepted):
         result.scenes[sid] = {
-            "frames": [str(f.resolve()) for f in accepted[sid]],
+            # Absolute, not resolved: a symlinked frame keeps its scene (its depth/ folder).
+            "frames": [os.path.abspath(f) for f in accepted[sid]],
             "split": splits[sid],
         }
     _write_index(Path(out_root), result)

@@ -36,6 +36,7 @@ from trainset.focus.layout import (
     metadata_path,
     sharp_frame_count,
 )
+from trainset.pipeline.dataset_files import scene_lock
 from trainset.pipeline.runner import scene_ids
 from trainset.store import (
     NPY_ALIGN,
@@ -44,6 +45,7 @@ from trainset.store import (
     read_json,
     read_npz_array,
     read_png,
+    remove_stale_temps,
     sha256_file,
 )
 from trainset.store.codecs import npy_header_bytes
@@ -178,8 +180,15 @@ def pack_scene(out_root: str | os.PathLike[str], scene_id: str) -> dict[str, Any
     scene_dir = root / scene_id
     if not scene_dir.is_dir():
         raise InputError(f"scene {scene_id} not found", file=scene_dir)
+    with scene_lock(root, scene_id):
+        return _pack_locked(root, scene_id)
+
+
+def _pack_locked(root: Path, scene_id: str) -> dict[str, Any]:
+    scene_dir = root / scene_id
     out = scene_dir / PACK_DIR
     out.mkdir(exist_ok=True)
+    remove_stale_temps(out)  # what a killed pack left (a live writer's temps are kept)
     (out / PACK_FILE).unlink(missing_ok=True)
     fingerprint = source_fingerprint(scene_dir)
     n = frame_count(scene_dir)
@@ -270,28 +279,42 @@ def _per_frame(
         yield arr
 
 
+@dataclass
+class PackResult:
+    """What `pack` did: scenes packed, already current, and failed (scene -> reason)."""
+
+    packed: list[str]
+    current: list[str]
+    failed: dict[str, str]
+
+
 def pack_dataset(
     out_root: str | os.PathLike[str],
     *,
     scenes: Iterable[str] | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, int]:
-    """Pack every scene of ``scene_index.json`` (or ``scenes``) whose pack is missing or stale;
-    returns counts.
+) -> PackResult:
+    """Pack every scene of ``scene_index.json`` (or ``scenes``) whose pack is missing or stale.
 
-    ``force`` re-packs current scenes too. ``progress`` is called with each scene id.
+    ``force`` re-packs current scenes too. ``progress`` is called with each scene id. A scene
+    whose files cannot be read (a truncated PNG, a corrupt NPZ, an image too large to decode)
+    fails alone, with the reason; the others are packed.
     """
-    counts = {"packed": 0, "current": 0}
+    result = PackResult([], [], {})
     for scene_id in scenes if scenes is not None else scene_ids(Path(out_root)):
         if progress is not None:
             progress(scene_id)
         if not force and open_packed(Path(out_root) / scene_id) is not None:
-            counts["current"] += 1
+            result.current.append(scene_id)
             continue
-        pack_scene(out_root, scene_id)
-        counts["packed"] += 1
-    return counts
+        try:
+            pack_scene(out_root, scene_id)
+        except (InputError, OSError) as exc:
+            result.failed[scene_id] = str(exc)
+            continue
+        result.packed.append(scene_id)
+    return result
 
 
 # -- reading ---------------------------------------------------------------------------------

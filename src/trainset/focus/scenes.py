@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from trainset.errors import InputError
+from trainset.pipeline.dataset_files import check_scene_ids
 from trainset.pipeline.runner import SCENE_INDEX
 from trainset.store.codecs import read_json
 
@@ -27,6 +28,7 @@ def load_scene_index(out_root: str | Path) -> dict[str, Any]:
     index = read_json(path)
     if not isinstance(index, dict):
         raise InputError("scene index must be a JSON object", file=path, found=type(index).__name__)
+    check_scene_ids(index, path)
     _CACHE[path] = (stamp, index)
     return index
 

@@ -226,7 +226,8 @@ def check_scene(
     scene = SceneCheck(scene_id)
     root = out_root / scene_id
     split_file = root / "split.txt"
-    split = split_file.read_text(encoding="utf-8").strip() if split_file.is_file() else None
+    raw_split = split_file.read_bytes()[:64] if split_file.is_file() else None
+    split = None if raw_split is None else raw_split.decode("utf-8", "backslashreplace").strip()
     if split not in SPLITS:
         reason = "split.txt missing" if split is None else f"split.txt holds {split!r}"
         scene.fail("split.txt", f"{reason}, expected one of {', '.join(SPLITS)}", "index")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trainset.errors import InputError
-from trainset.focus.index import unsafe_reason
+from trainset.pipeline.dataset_files import unsafe_reason
 from trainset.pipeline.progress import Progress
 from trainset.store import atomic_write_json, atomic_write_png, read_json
 from trainset.store.hashing import sha256_file

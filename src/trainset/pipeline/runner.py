@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -22,14 +25,17 @@ from typing import Any, TextIO
 from trainset.errors import InputError
 from trainset.pipeline.dataset_files import (
     append_failure,
+    check_out_root,
+    check_scene_ids,
     rebuild_scene_logs,
     record_config,
     remove_scene_temps,
     remove_shared_temps,
+    scene_lock,
 )
 from trainset.pipeline.progress import Progress
 from trainset.pipeline.scene_state import latest_failures, stage_states
-from trainset.pipeline.stage import Stage, get_stage
+from trainset.pipeline.stage import Stage, get_stage, register_stage, registered_stages
 from trainset.store.codecs import read_json
 from trainset.store.hashing import params_hash
 from trainset.store.sentinels import sentinel_path, write_sentinel
@@ -43,7 +49,7 @@ EXIT_USAGE = 2
 
 def scene_ids(out_root: str | Path) -> list[str]:
     """Sorted scene ids of ``{out_root}/scene_index.json`` (array task i is scene i)."""
-    path = Path(out_root) / SCENE_INDEX
+    path = check_out_root(out_root) / SCENE_INDEX
     if not path.exists():
         raise InputError(
             "scene index not found; run `trainset focus index` first",
@@ -59,6 +65,7 @@ def scene_ids(out_root: str | Path) -> list[str]:
             expected="JSON object",
             found=type(index).__name__,
         )
+    check_scene_ids(index, path)
     return sorted(index)
 
 
@@ -146,22 +153,19 @@ class StageSummary:
 def is_scene_current(
     stage: Stage, out_root: str | Path, scene_id: str, params: Mapping[str, Any]
 ) -> bool:
-    """True when the scene's sentinel matches stage, version and params and is not older than
-    the sentinels of the stages it requires (a redone prerequisite makes it stale)."""
+    """True when the scene's stage is done (:meth:`Stage.done`: sentinel present, made from the
+    current upstream sentinels) with these parameters."""
     own = stage.sentinel(out_root, scene_id)
-    if own is None or own.params_hash != params_hash(params):
-        return False
-    own_mtime = sentinel_path(stage.output_dir(out_root, scene_id)).stat().st_mtime_ns
-    for name in stage.requires:
-        path = sentinel_path(get_stage(name).output_dir(out_root, scene_id))
-        if path.exists() and path.stat().st_mtime_ns > own_mtime:
-            return False
-    return True
+    return (
+        own is not None
+        and own.params_hash == params_hash(params)
+        and stage.done(out_root, scene_id)
+    )
 
 
 def missing_requirements(stage: Stage, out_root: str | Path, scene_id: str) -> list[str]:
     """Names of the stages ``stage`` requires that are not done for ``scene_id``."""
-    return [name for name in stage.requires if get_stage(name).sentinel(out_root, scene_id) is None]
+    return [name for name in stage.requires if not get_stage(name).done(out_root, scene_id)]
 
 
 def _blocked_outcomes(
@@ -195,26 +199,37 @@ def _blocked_outcomes(
 
 
 def run_one_scene(
-    stage: Stage, out_root: str | Path, scene_id: str, params: Mapping[str, Any]
+    stage: Stage,
+    out_root: str | Path,
+    scene_id: str,
+    params: Mapping[str, Any],
+    force: bool = False,
 ) -> SceneOutcome:
     """Run ``stage`` on one scene and write its sentinel; exceptions become a failed outcome.
 
-    The old sentinel is removed first, so a run killed part-way is never taken as done.
+    Holds the scene's lock (:func:`scene_lock`): a second process on the same output root waits
+    for it, then finds the scene current and skips it. The old sentinel is removed first, so a
+    run killed part-way is never taken as done; temp files of dead writers are removed, those
+    of live ones kept. The sentinel records the upstream sentinels the output was made from.
     """
     root = Path(out_root)
     out_dir = stage.output_dir(root, scene_id)
-    remove_scene_temps(root, scene_id)
-    sentinel_path(out_dir).unlink(missing_ok=True)
-    try:
-        counts = stage.run(root, scene_id, params)
-        write_sentinel(out_dir, stage.name, stage.version, params, counts)
-    except Exception as exc:
-        return SceneOutcome(
-            scene_id,
-            "failed",
-            message=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
-        )
+    with scene_lock(root, scene_id):
+        if not force and is_scene_current(stage, root, scene_id, params):
+            return SceneOutcome(scene_id, "skipped")
+        remove_scene_temps(root, scene_id)
+        sentinel_path(out_dir).unlink(missing_ok=True)
+        inputs = stage.input_fingerprints(root, scene_id)
+        try:
+            counts = stage.run(root, scene_id, params)
+            write_sentinel(out_dir, stage.name, stage.version, params, counts, inputs)
+        except Exception as exc:
+            return SceneOutcome(
+                scene_id,
+                "failed",
+                message=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+            )
     return SceneOutcome(scene_id, "done", counts=dict(counts))
 
 
@@ -246,12 +261,14 @@ def run_stage(
     todo: list[str] = []
     waiting: dict[str, list[str]] = {}
     for scene_id in scenes:
-        if not force and is_scene_current(stage, root, scene_id, params):
-            outcomes[scene_id] = SceneOutcome(scene_id, "skipped")
-            continue
+        # Blocked is decided before current: output made from an upstream that is gone or
+        # half-redone is never "already done".
         missing = missing_requirements(stage, root, scene_id)
         if missing:
             waiting[scene_id] = missing
+            continue
+        if not force and is_scene_current(stage, root, scene_id, params):
+            outcomes[scene_id] = SceneOutcome(scene_id, "skipped")
             continue
         todo.append(scene_id)
     outcomes.update(_blocked_outcomes(stage, root, waiting, command_prefix))
@@ -259,21 +276,35 @@ def run_stage(
     with Progress(
         len(todo), stage.name, stream=stream if stream is not None else sys.stderr
     ) as bar:
-        for outcome in _execute(stage, root, todo, params, workers):
+        for outcome in _execute(stage, root, todo, params, workers, force):
             outcomes[outcome.scene_id] = outcome
             if outcome.status == "failed":
-                append_failure(
-                    root,
-                    {
-                        "stage": stage.name,
-                        "scene": outcome.scene_id,
-                        "error": outcome.message,
-                        "traceback": outcome.traceback,
-                    },
-                )
+                _record_failure(root, stage.name, outcome)
             bar.update(1, outcome.scene_id)
-    rebuild_scene_logs(root)
+    try:
+        rebuild_scene_logs(root)
+    except OSError as exc:
+        print(f"trainset: could not rebuild the shared logs: {exc}", file=sys.stderr)
     return StageSummary(stage.name, [outcomes[s] for s in scenes])
+
+
+def _record_failure(root: Path, stage_name: str, outcome: SceneOutcome) -> None:
+    """Append a failure to ``logs/failures.jsonl``; when that file cannot be written (a full
+    disk), say on stderr what was not recorded and go on with the other scenes."""
+    record = {
+        "stage": stage_name,
+        "scene": outcome.scene_id,
+        "error": outcome.message,
+        "traceback": outcome.traceback,
+    }
+    try:
+        append_failure(root, record)
+    except OSError as exc:
+        print(
+            f"trainset: could not record the failure of {stage_name} on {outcome.scene_id} "
+            f"({outcome.message}): {exc}",
+            file=sys.stderr,
+        )
 
 
 def pool_start_method() -> str:
@@ -286,32 +317,69 @@ def pool_start_method() -> str:
     return "fork"
 
 
-def _share_cores(threads: int) -> None:
-    """Pool initializer: each worker gets its share of the cores for numpy/torch thread pools
-    (a user's own OMP_NUM_THREADS wins), so N workers do not run N x cores threads."""
+def _init_worker(threads: int, stages: list[Stage], parent_pid: int) -> None:
+    """Pool initializer: die with the parent, know the parent's stages, share the cores.
+
+    - A worker must not outlive a killed parent (it would hold ~100 MB and maybe a scene's
+      lock forever): on Linux the kernel sends it SIGKILL when the parent dies
+      (``PR_SET_PDEATHSIG``); elsewhere a thread checks the parent every second.
+    - The stage registry is rebuilt here, so a spawned worker can follow ``requires``.
+    - Each worker gets its share of the cores for numpy/torch thread pools (a user's own
+      OMP_NUM_THREADS wins), so N workers do not run N x cores threads.
+    """
+    _die_with_parent(parent_pid)
+    for stage in stages:
+        register_stage(stage)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent_pid:  # the parent died before the call
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _execute(
-    stage: Stage, root: Path, todo: list[str], params: Mapping[str, Any], workers: int
+    stage: Stage,
+    root: Path,
+    todo: list[str],
+    params: Mapping[str, Any],
+    workers: int,
+    force: bool,
 ) -> Iterator[SceneOutcome]:
     if not todo:
         return
     if workers == 1 or len(todo) == 1:
         for scene_id in todo:
-            yield run_one_scene(stage, root, scene_id, params)
+            yield run_one_scene(stage, root, scene_id, params, force)
         return
     context = multiprocessing.get_context(pool_start_method())
     n_workers = min(workers, len(todo))
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     with ProcessPoolExecutor(
-        max_workers=n_workers, mp_context=context, initializer=_share_cores, initargs=(threads,)
+        max_workers=n_workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(threads, registered_stages(), os.getpid()),
     ) as pool:
         futures: dict[Future[SceneOutcome], str] = {
-            pool.submit(run_one_scene, stage, root, scene_id, dict(params)): scene_id
+            pool.submit(run_one_scene, stage, root, scene_id, dict(params), force): scene_id
             for scene_id in todo
         }
         for future in as_completed(futures):

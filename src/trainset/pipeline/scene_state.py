@@ -5,7 +5,7 @@ stages' ``requires`` (the stage graph), never from console output:
 
 | status | meaning |
 |---|---|
-| ``done`` | the stage's sentinel is there (this stage and version) |
+| ``done`` | the stage's sentinel is there (this stage and version) and made from the current upstream sentinels (:meth:`Stage.done`) |
 | ``failed`` | no sentinel, and ``logs/failures.jsonl`` holds a failure of this stage for the scene |
 | ``blocked`` | no sentinel, not failed, and a stage it requires (directly or further up) failed: it never ran |
 | ``pending`` | none of these: not run yet |
@@ -61,7 +61,7 @@ def _state(
     if stage.name in known:
         return known[stage.name]
     failure = failures.get((scene_id, stage.name))
-    if stage.sentinel(root, scene_id) is not None:
+    if stage.done(root, scene_id):
         state = StageState("done")
     elif failure is not None:
         state = StageState("failed", failure["error"], (stage.name,), failure["time"])

@@ -107,14 +107,21 @@ def _seal(tmp: Path) -> None:
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on normal exit fsync it and rename it onto ``path``.
 
-    On any exception the temp file is removed and ``path`` is left as it was.
+    On any exception the temp file is removed and ``path`` is left as it was. An OSError that
+    names no file (``[Errno 28] No space left on device`` from a write) is raised again naming
+    ``path``.
     """
     target = Path(path)
-    with _temp_beside(target) as tmp:
-        yield tmp
-        _seal(tmp)
-        _fault_point()
-        _replace(tmp, target)
+    try:
+        with _temp_beside(target) as tmp:
+            yield tmp
+            _seal(tmp)
+            _fault_point()
+            _replace(tmp, target)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # a write error names no file
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
+        raise
     _fsync_dir(target.parent)
 
 
@@ -229,17 +236,14 @@ def atomic_write_png(
 
 
 def remove_stale_temps(directory: str | os.PathLike[str], *, recursive: bool = False) -> int:
-    """Remove temp files a killed writer left in ``directory``; return how many were removed."""
+    """Remove the temp files in ``directory`` whose writer has died (a process killed before
+    its rename); a live writer's temp (its lock is held) is kept, so two processes working in
+    one folder never delete each other's files in flight. Returns how many were removed."""
     root = Path(directory)
     if not root.is_dir():
         return 0
     pattern = f"**/.*{TEMP_MARKER}*" if recursive else f".*{TEMP_MARKER}*"
-    removed = 0
-    for stale in root.glob(pattern):
-        if stale.is_file():
-            stale.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    return sum(_remove_if_writer_gone(stale) for stale in root.glob(pattern) if _is_regular(stale))
 
 
 def _temp_name_pattern(target: Path) -> re.Pattern[str]:

@@ -265,6 +265,13 @@ def read_png(path: str | os.PathLike[str], *, mode: str | None = "RGB") -> np.nd
             return np.asarray(out)
     except FileNotFoundError as exc:
         raise InputError("file not found", file=p) from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            "image too large to decode (PIL's decompression-bomb guard)",
+            file=p,
+            expected=f"at most {Image.MAX_IMAGE_PIXELS} pixels",
+            found=str(exc).split(" pixels")[0].split()[-1] + " pixels",
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"corrupt or unreadable image: {exc}", file=p) from exc
 
