@@ -81,6 +81,11 @@ def make_depth_backend(name: str, **options: Any) -> DepthBackend:
     return _REGISTRY.make(name, **options)
 
 
+def shared_depth_backend(name: str, **options: Any) -> DepthBackend:
+    """:func:`make_depth_backend` built once per process and reused."""
+    return _REGISTRY.shared(name, **options)
+
+
 def load_depth_file(path: Path, *, depth_scale: float = DEFAULT_DEPTH_SCALE) -> np.ndarray:
     """One provided depth map as (H, W) float32 metres.
 
