@@ -22,8 +22,9 @@ POOLED_DIM = 16  # pooled_projection_dim (768)
 TEXT_TOKENS = 7
 
 
-def tiny_transformer(seed: int = 0, *, layers: int = 1) -> FluxTransformer2DModel:
-    """A FLUX transformer with ``layers`` double and single blocks, 2 heads of 16 (~80K weights)."""
+def tiny_transformer(seed: int = 0, *, layers: int = 1, heads: int = 2) -> FluxTransformer2DModel:
+    """A FLUX transformer with ``layers`` double and single blocks, ``heads`` heads of 16
+    (~80K weights with the defaults)."""
     torch.manual_seed(seed)
     model = FluxTransformer2DModel(
         patch_size=1,
@@ -31,7 +32,7 @@ def tiny_transformer(seed: int = 0, *, layers: int = 1) -> FluxTransformer2DMode
         num_layers=layers,
         num_single_layers=layers,
         attention_head_dim=16,
-        num_attention_heads=2,
+        num_attention_heads=heads,
         joint_attention_dim=TEXT_DIM,
         pooled_projection_dim=POOLED_DIM,
         guidance_embeds=True,

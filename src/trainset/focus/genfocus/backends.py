@@ -223,7 +223,7 @@ def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """(h, w, 3) uint8 -> (height, width, 3) uint8 with Lanczos (unchanged when equal)."""
     if image.shape[:2] == (height, width):
         return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
+    return np.array(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
 
 
 def resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -434,10 +434,10 @@ class GenFocusRenderer:
         work_h, work_w = working_size(height, width, self.options.long_side)
         seed = BOKEH_SEED if self.options.seed is None else self.options.seed
         noise, eps_image, eps_map = initial_noise(seed, work_h, work_w, 3)
-        rgb = torch.from_numpy(resize_rgb(image, work_h, work_w)).permute(2, 0, 1)[None].float()
+        rgb = torch.from_numpy(np.array(resize_rgb(image, work_h, work_w))).permute(2, 0, 1)[None]
         defocus = torch.from_numpy(self.defocus_condition(coc_px_signed, work_h, work_w))
         conds = [
-            model.encode_condition(rgb / 255.0 * 2 - 1, eps_image),
+            model.encode_condition(rgb.float() / 255.0 * 2 - 1, eps_image),
             model.encode_condition(defocus[None, None].expand(1, 3, -1, -1), eps_map),
         ]
         latents = model.denoise(
