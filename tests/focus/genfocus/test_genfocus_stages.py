@@ -217,3 +217,33 @@ def test_working_size_is_a_multiple_of_16(
     size: tuple[int, int], long_side: int, expected: tuple[int, int]
 ) -> None:
     assert working_size(*size, long_side) == expected
+
+
+def test_slurm_runs_genfocus_steps_with_flux_resources() -> None:
+    import argparse
+
+    from trainset.focus.slurm_executor import genfocus_steps
+
+    args = argparse.Namespace(deblur_backend="genfocus", renderer="layered")
+    assert genfocus_steps(args) == ["deblur"]
+    args = argparse.Namespace(deblur_backend="passthrough", renderer="genfocus")
+    assert genfocus_steps(args) == ["render"]
+
+
+def test_without_diffusers_the_backend_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from trainset.errors import InputError
+    from trainset.focus import deblur
+    from trainset.focus.deblur import make_deblur_backend
+
+    monkeypatch.delitem(
+        deblur._REGISTRY._factories, "genfocus", raising=False
+    )  # as in a new process
+    for name in [m for m in sys.modules if m.startswith(("diffusers", "trainset.focus.genfocus"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    with pytest.raises(InputError, match=r"pip install 'trainset\[genfocus\]'"):
+        make_deblur_backend("genfocus", flux_dir="f", lora="l")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -90,6 +90,11 @@ def dynamic_shift_mu(n_tokens: int, config: Any) -> float:
 def _heads(x: Tensor, head_dim: int) -> Tensor:
     """(B, S, H * D) -> (B, S, H, D)."""
     return x.unflatten(-1, (-1, head_dim))
+
+
+def _rope(x: Tensor, rope: Any) -> Tensor:
+    """diffusers' FLUX RoPE on (B, S, H, D) with a (cos, sin) pair of (S, D)."""
+    return cast(Tensor, apply_rotary_emb(x, rope, sequence_dim=1))
 
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -211,7 +216,7 @@ class GenFocusModel:
                 expected=len(cond_tokens),
                 found=len(deltas),
             )
-        kw = {"device": latents.device, "dtype": latents.dtype}
+        kw: dict[str, Any] = {"device": latents.device, "dtype": latents.dtype}
         return self._forward(
             latents,
             list(cond_tokens),
@@ -300,8 +305,8 @@ class GenFocusModel:
         Text and main query every branch (one joint call, as plain FLUX); a condition queries
         text, main and itself. Inputs (B, S, H, D) before RoPE; outputs (B, S, H * D).
         """
-        qs = [apply_rotary_emb(q, r, sequence_dim=1) for q, r in zip(qs, ropes)]
-        ks = [apply_rotary_emb(k, r, sequence_dim=1) for k, r in zip(ks, ropes)]
+        qs = [_rope(q, r) for q, r in zip(qs, ropes)]
+        ks = [_rope(k, r) for k, r in zip(ks, ropes)]
         joint = _sdpa(torch.cat(qs[:2], 1), torch.cat(ks, 1), torch.cat(vs, 1))
         outs = list(joint.split([qs[0].shape[1], qs[1].shape[1]], dim=1))
         for i in range(2, len(qs)):
