@@ -24,15 +24,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "focus"))
 
-from genfocus_models import write_prompt, write_tiny_flux, write_tiny_lora  # noqa: E402
+from genfocus_models import write_prompt, write_tiny_flux, write_tiny_lora
 
-from trainset.focus.genfocus.backends import (  # noqa: E402
+from trainset.focus.genfocus.backends import (
     BOKEH_PROMPT,
     DEBLUR_PROMPT,
     GenFocusDeblur,
     GenFocusRenderer,
 )
-from trainset.focus.render import LayeredRenderer  # noqa: E402
+from trainset.focus.render import LayeredRenderer
 
 
 def main() -> None:

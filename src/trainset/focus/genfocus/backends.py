@@ -33,6 +33,7 @@ from trainset.focus.genfocus.pretrained import (
     prompt_cache_path,
     prompt_embeddings,
 )
+from trainset.pipeline.progress import Progress
 from trainset.pipeline.seeds import name_seed
 
 # Bump when the output of these backends changes for the same inputs and options.
@@ -348,29 +349,42 @@ class GenFocusDeblur:
 
         def attempt(batch: int) -> list[np.ndarray]:
             out: list[np.ndarray] = []
-            for start in range(0, len(frames), batch):
-                chunk = [resize_rgb(f, work_h, work_w) for f in frames[start : start + batch]]
-                x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() / 255.0 * 2 - 1
-                cond = model.encode_condition(x, eps.expand(len(chunk), -1, -1, -1))
-                latents = model.denoise(
-                    init.expand(len(chunk), -1, -1),
-                    [cond],
-                    loaded.prompt_embeds,
-                    loaded.pooled,
-                    height=work_h,
-                    width=work_w,
-                    steps=self.options.steps,
-                    guidance=self.options.guidance,
-                    tiled=self.options.tiled_flag(),
-                )
-                images = to_uint8(model.decode(latents, work_h, work_w))
-                out.extend(resize_rgb(img, height, width) for img in images)
+            with Progress(len(frames), f"genfocus deblur {scene_id}") as bar:
+                for start in range(0, len(frames), batch):
+                    out.extend(
+                        self._sharpen_batch(loaded, frames[start : start + batch], init, eps)
+                    )
+                    bar.update(min(batch, len(frames) - start))
             return out
 
         sharp = with_oom_retry(attempt, self.options.batch_size)
         if len(sharp) != len(frames):
             raise SceneFailed(f"genfocus returned {len(sharp)} frames for {len(frames)}")
         return iter(sharp)
+
+    def _sharpen_batch(
+        self, loaded: _Loaded, frames: Sequence[np.ndarray], init: torch.Tensor, eps: torch.Tensor
+    ) -> list[np.ndarray]:
+        """One batch of frames through DeblurNet, back at the frames' size."""
+        model = loaded.model
+        height, width = frames[0].shape[:2]
+        work_h, work_w = working_size(height, width, self.options.long_side)
+        chunk = [resize_rgb(f, work_h, work_w) for f in frames]
+        x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() / 255.0 * 2 - 1
+        cond = model.encode_condition(x, eps.expand(len(chunk), -1, -1, -1))
+        latents = model.denoise(
+            init.expand(len(chunk), -1, -1),
+            [cond],
+            loaded.prompt_embeds,
+            loaded.pooled,
+            height=work_h,
+            width=work_w,
+            steps=self.options.steps,
+            guidance=self.options.guidance,
+            tiled=self.options.tiled_flag(),
+        )
+        images = to_uint8(model.decode(latents, work_h, work_w))
+        return [resize_rgb(img, height, width) for img in images]
 
 
 class GenFocusRenderer:
