@@ -125,3 +125,73 @@ def write_tiny_flux(folder: Path, seed: int = 0) -> FluxTransformer2DModel:
     tiny_vae(seed).save_pretrained(folder / "vae")
     flux_scheduler().save_pretrained(folder / "scheduler")
     return transformer
+
+
+PROMPT_WORDS = (
+    ["a", "sharp", "photo", "with", "everything", "in", "focus", "an", "excellent", "large", "aperture"]
+)  # the vocabulary of both GenFocus prompts
+
+
+def write_tiny_text_encoders(flux_dir: Path, seed: int = 0) -> None:
+    """Tiny CLIP and T5 encoders with word-level tokenizers of the prompts' words, and the
+    ``model_index.json`` of FLUX.1-dev, so that diffusers' FluxPipeline loads them."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        T5Config,
+        T5EncoderModel,
+        T5TokenizerFast,
+    )
+
+    torch.manual_seed(seed)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for word in PROMPT_WORDS:
+        vocab.setdefault(f"{word}</w>", len(vocab))
+    folder = flux_dir / "tokenizer"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    clip_tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    clip_tok.model_max_length = 77  # FLUX.1-dev's CLIP length
+    clip_tok.save_pretrained(folder)
+    clip = CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=POOLED_DIM, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=77, projection_dim=POOLED_DIM,
+        bos_token_id=0, eos_token_id=1,
+    )  # fmt: skip
+    CLIPTextModel(clip).save_pretrained(flux_dir / "text_encoder")
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"\u2581{word}", -1.0) for word in dict.fromkeys(PROMPT_WORDS)]
+    unigram = Tokenizer(models.Unigram(pieces, unk_id=2))
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    t5_tok = T5TokenizerFast(
+        tokenizer_object=unigram,
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_ids=0,
+    )
+    t5_tok.model_max_length = 512
+    t5_tok.save_pretrained(flux_dir / "tokenizer_2")
+    t5 = T5Config(
+        vocab_size=len(pieces), d_model=TEXT_DIM, d_ff=64, num_layers=1, num_heads=2, d_kv=16
+    )
+    T5EncoderModel(t5).save_pretrained(flux_dir / "text_encoder_2")
+    index = {
+        "_class_name": "FluxPipeline",
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "T5EncoderModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "T5TokenizerFast"],
+        "transformer": ["diffusers", "FluxTransformer2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (flux_dir / "model_index.json").write_text(json.dumps(index), encoding="utf-8")

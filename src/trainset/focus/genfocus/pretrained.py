@@ -108,8 +108,8 @@ def from_pretrained(
     as ``adapter`` ("deblurring" or "bokeh"), on ``device`` in ``dtype``."""
     check_weights(flux_dir, lora_path, adapter)
     root = Path(flux_dir)
-    transformer = FluxTransformer2DModel.from_pretrained(root / "transformer", torch_dtype=dtype)
-    vae = AutoencoderKL.from_pretrained(root / "vae", torch_dtype=dtype)
+    transformer = FluxTransformer2DModel.from_pretrained(root / "transformer", dtype=dtype)
+    vae = AutoencoderKL.from_pretrained(root / "vae", dtype=dtype)
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(root / "scheduler")
     model = GenFocusModel(transformer.to(device), vae.to(device), scheduler)
     model.load_lora(lora_path, adapter)
@@ -190,7 +190,7 @@ def prompt_embeddings(
             f"encoding the prompt needs transformers ({exc}): pip install 'trainset[genfocus]'",
             key="transformers",
         ) from exc
-    pipe = FluxPipeline.from_pretrained(root, transformer=None, vae=None, torch_dtype=torch.float32)
+    pipe = FluxPipeline.from_pretrained(root, transformer=None, vae=None, dtype=torch.float32)
     with torch.no_grad():
         embeds, pooled, _ = pipe.encode_prompt(
             prompt=prompt, prompt_2=None, device="cpu", max_sequence_length=MAX_SEQUENCE_LENGTH
