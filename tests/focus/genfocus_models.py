@@ -127,9 +127,19 @@ def write_tiny_flux(folder: Path, seed: int = 0) -> FluxTransformer2DModel:
     return transformer
 
 
-PROMPT_WORDS = (
-    ["a", "sharp", "photo", "with", "everything", "in", "focus", "an", "excellent", "large", "aperture"]
-)  # the vocabulary of both GenFocus prompts
+PROMPT_WORDS = [
+    "a",
+    "sharp",
+    "photo",
+    "with",
+    "everything",
+    "in",
+    "focus",
+    "an",
+    "excellent",
+    "large",
+    "aperture",
+]  # the vocabulary of both GenFocus prompts
 
 
 def write_tiny_text_encoders(flux_dir: Path, seed: int = 0) -> None:

@@ -286,6 +286,29 @@ def initial_noise(seed: int, height: int, width: int, n: int) -> list[torch.Tens
     return [torch.randn(shape, generator=gen) for _ in range(n)]
 
 
+def generate(
+    options: GenFocusOptions,
+    loaded: _Loaded,
+    init: torch.Tensor,
+    conds: list[torch.Tensor],
+    size: tuple[int, int],
+) -> list[np.ndarray]:
+    """Denoise ``init`` (B, N, 64) under condition tokens, decode: B uint8 images of ``size``
+    (the working (H, W))."""
+    latents = loaded.model.denoise(
+        init,
+        conds,
+        loaded.prompt_embeds,
+        loaded.pooled,
+        height=size[0],
+        width=size[1],
+        steps=options.steps,
+        guidance=options.guidance,
+        tiled=options.tiled_flag(),
+    )
+    return to_uint8(loaded.model.decode(latents, *size))
+
+
 def _common_params(options: GenFocusOptions) -> dict[str, Any]:
     return {
         "version": GENFOCUS_VERSION,
@@ -372,18 +395,8 @@ class GenFocusDeblur:
         chunk = [resize_rgb(f, work_h, work_w) for f in frames]
         x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() / 255.0 * 2 - 1
         cond = model.encode_condition(x, eps.expand(len(chunk), -1, -1, -1))
-        latents = model.denoise(
-            init.expand(len(chunk), -1, -1),
-            [cond],
-            loaded.prompt_embeds,
-            loaded.pooled,
-            height=work_h,
-            width=work_w,
-            steps=self.options.steps,
-            guidance=self.options.guidance,
-            tiled=self.options.tiled_flag(),
-        )
-        images = to_uint8(model.decode(latents, work_h, work_w))
+        batch_init = init.expand(len(chunk), -1, -1)
+        images = generate(self.options, loaded, batch_init, [cond], (work_h, work_w))
         return [resize_rgb(img, height, width) for img in images]
 
 
@@ -454,18 +467,8 @@ class GenFocusRenderer:
             model.encode_condition(rgb.float() / 255.0 * 2 - 1, eps_image),
             model.encode_condition(defocus[None, None].expand(1, 3, -1, -1), eps_map),
         ]
-        latents = model.denoise(
-            pack_latents(noise).to(model.device, model.dtype),
-            conds,
-            loaded.prompt_embeds,
-            loaded.pooled,
-            height=work_h,
-            width=work_w,
-            steps=self.options.steps,
-            guidance=self.options.guidance,
-            tiled=self.options.tiled_flag(),
-        )
-        (out,) = to_uint8(model.decode(latents, work_h, work_w))
+        init = pack_latents(noise).to(model.device, model.dtype)
+        (out,) = generate(self.options, loaded, init, conds, (work_h, work_w))
         return resize_rgb(out, height, width)
 
 

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,8 +69,9 @@ def check_adapter(adapter: str, *, file: object = None) -> str:
     return adapter
 
 
-def read_lora_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a ``.safetensors`` LoRA file; InputError when missing or unreadable."""
+def _read(path: str | os.PathLike[str], tensors: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors (or with ``tensors=False`` their shapes) and metadata of a ``.safetensors`` file;
+    InputError when it is missing or unreadable."""
     from safetensors import SafetensorError, safe_open
 
     file = Path(path)
@@ -78,26 +80,22 @@ def read_lora_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor
     try:
         with safe_open(str(file), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+            keys = list(handle.keys())
+            if tensors:
+                return {key: handle.get_tensor(key) for key in keys}, metadata
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in keys}, metadata
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"unreadable LoRA file: {exc}", file=file) from exc
-    return tensors, metadata
+
+
+def read_lora_file(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a ``.safetensors`` LoRA file; InputError when missing or unreadable."""
+    return _read(path, tensors=True)
 
 
 def lora_shapes(path: str | os.PathLike[str]) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     """Shapes and metadata of a ``.safetensors`` LoRA file without reading its tensors."""
-    from safetensors import SafetensorError, safe_open
-
-    file = Path(path)
-    if not file.is_file():
-        raise InputError("LoRA file not found", file=file, expected="a .safetensors file")
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InputError(f"unreadable LoRA file: {exc}", file=file) from exc
-    return shapes, metadata
+    return _read(path, tensors=False)
 
 
 def _alphas(
