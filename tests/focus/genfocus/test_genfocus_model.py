@@ -220,3 +220,14 @@ def test_from_pretrained_loads_the_saved_weights_and_lora(tmp_path: Path) -> Non
         torch.testing.assert_close(weights.down, state[f"transformer.{name}.lora_A.weight"])
         torch.testing.assert_close(weights.up, state[f"transformer.{name}.lora_B.weight"])
     assert 2 * len(model.adapters["deblurring"]) == len(state)
+
+
+def test_reloading_an_adapter_replaces_it(tmp_path: Path) -> None:
+    latents, conds, embeds, pooled = random_inputs(3, 4)
+    model = make_model()
+    path = write_tiny_lora(tmp_path / "c.safetensors", model.transformer, switched=False)
+    model.load_lora(path, "bokeh")
+    once = model.velocity(latents, conds, embeds, pooled, 0.5, 1.0, grid=(3, 4))
+    model.load_lora(path, "bokeh")
+    twice = model.velocity(latents, conds, embeds, pooled, 0.5, 1.0, grid=(3, 4))
+    torch.testing.assert_close(twice, once, rtol=0, atol=0)

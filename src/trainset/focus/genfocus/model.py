@@ -121,7 +121,7 @@ class GenFocusModel:
         self.adapters: dict[str, dict[str, LoraWeights]] = {}
         self.active_adapter: str | None = None
         self._modules = dict(self.transformer.named_modules())
-        self._hooks: list[Any] = []
+        self._hooks: dict[str, list[Any]] = {}
         self._switched_now: dict[torch.nn.Module, LoraWeights] = {}
 
     # ------------------------------------------------------------------ LoRA
@@ -155,11 +155,13 @@ class GenFocusModel:
             )
             for name, w in weights.items()
         }
-        for name in weights:
-            if not is_switched(name):
-                self._hooks.append(
-                    self._modules[name].register_forward_hook(self._shared_hook(adapter, name))
-                )
+        for handle in self._hooks.pop(adapter, []):  # reloading an adapter replaces it
+            handle.remove()
+        self._hooks[adapter] = [
+            self._modules[name].register_forward_hook(self._shared_hook(adapter, name))
+            for name in weights
+            if not is_switched(name)
+        ]
         self.active_adapter = adapter
 
     def _shared_hook(self, adapter: str, name: str) -> Callable[..., Tensor | None]:
