@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(words)
+    # The command as typed, for messages that tell the user what to run again.
+    args.command_line = ["trainset", *words]
     handler: Handler = args.func
     try:
         return handler(args)

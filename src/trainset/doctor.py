@@ -21,6 +21,7 @@ REQUIRED = {
 # Optional dependencies and what needs them.
 OPTIONAL = {
     "rasterio": "trainset sar patches (GeoTIFF reading): pip install 'trainset[sar]'",
+    "h5py": "trainset ptycho import --format cxi (CXI/HDF5 reading): pip install 'trainset[ptycho]'",
     "lightning": "SARDataModule under lightning.Trainer: pip install lightning",
 }
 # GPU memory GenFocus needs: FLUX.1-dev in bf16 (~24 GB of transformer weights, the VAE and

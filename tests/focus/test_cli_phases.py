@@ -219,7 +219,7 @@ def test_run_forwards_the_depth_model_options_to_the_depth_step(tmp_path):
     depth = next(step for step in run_steps(args) if step[0] == "depth")
     assert depth[depth.index("--backend") :] == [
         "--backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
-        "--input-size", "56", "--device", "cpu",
+        "--input-size", "56", "--device", "cpu", "--min-valid-fraction", "0.5",
     ]  # fmt: skip
 
 
@@ -265,3 +265,34 @@ def test_unreadable_statistics_are_recalibrated(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     assert "calibrate" in _steps(tmp_path, "--max-coc", "from-stats")
+
+
+def test_focus_range_is_used_by_calibrate_and_render_and_recorded(gated, tmp_path):
+    _, out, _ = gated
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    root = ("--out-root", str(copy))
+    assert _run("focus", "calibrate", *root, "--focus-range", "p5-p95", "--sets", "2") == 0
+    assert read_json(copy / "logs" / "coc_stats.json")["focus_range"] == "p5-p95"
+    code = _run(
+        "focus", "render", *root, "--max-coc", "from-stats", "--sets", "2",
+        "--focus-range", "p5-p95", "--only", "labels",
+    )  # fmt: skip
+    assert code == 0
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    assert config["labels"]["focus_range"] == "p5-p95"
+    for scene in ("scene_000", "scene_001", "scene_002"):
+        meta = read_json(copy / scene / "metadata.json")
+        stats = read_json(copy / scene / "depth_maps" / "stats.json")
+        assert meta["focus_range"] == "p5-p95"
+        assert all(stats["d_p5"] <= s["S_focus"] <= stats["d_p95"] for s in meta["sets"])
+
+
+def test_render_from_stats_refuses_statistics_of_another_focus_range(gated, capsys):
+    _, out, _ = gated
+    code = _run(
+        "focus", "render", "--out-root", str(out), "--max-coc", "from-stats",
+        "--focus-range", "p5-p95",
+    )  # fmt: skip
+    assert code == 2
+    assert "calibration was made with another focus_range" in capsys.readouterr().err

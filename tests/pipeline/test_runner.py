@@ -170,3 +170,22 @@ def test_run_stage_rejects_zero_workers(tmp_path):
 def test_get_stage_of_unknown_name_lists_known_stages():
     with pytest.raises(InputError, match="unknown stage"):
         get_stage("no_such_stage")
+
+
+def test_scene_blocked_by_an_upstream_failure_names_it_and_exits_1(tmp_path):
+    run_stage(FIRST, tmp_path, SCENES, {"value": 1, "fail": ["b"]})
+    summary = run_stage(SECOND, tmp_path, SCENES, {}, command_prefix="trainset toy")
+    assert [o.status for o in summary.outcomes] == ["done", "blocked", "done"]
+    assert summary.outcomes[1].upstream_failed
+    assert summary.outcomes[1].message == (
+        "toy_first failed (ValueError: bad scene b): fix it and re-run `trainset toy toy_first`"
+    )
+    assert summary.exit_code == 1
+
+
+def test_a_failure_that_was_since_repaired_no_longer_blocks(tmp_path):
+    run_stage(FIRST, tmp_path, SCENES, {"value": 1, "fail": ["b"]})
+    run_stage(FIRST, tmp_path, ["b"], {"value": 1})
+    summary = run_stage(SECOND, tmp_path, SCENES, {})
+    assert [o.status for o in summary.outcomes] == ["done"] * 3
+    assert summary.exit_code == 0

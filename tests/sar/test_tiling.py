@@ -1,7 +1,6 @@
 import json
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -314,21 +313,57 @@ def test_weighted_accumulation_equals_repeated_values(spec):
     np.testing.assert_allclose(weighted.bounds(), plain.bounds(), atol=1e-9)
 
 
-def test_staging_left_by_a_killed_run_is_removed(amplitude_tif, tmp_path):
+def test_staging_and_old_folders_left_by_killed_runs_are_removed(amplitude_tif, tmp_path):
     out = tmp_path / "out"
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    stale = out / f".staging-{socket.gethostname()}-{dead.stdout.strip()}-abcd"
-    stale.mkdir(parents=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".out.staging-{host}-{os.getpid()}-abcd"
+    stale.mkdir()
     (stale / ".shard_00000.npy.tmp-x").write_bytes(b"partial")
-    alive = out / f".staging-{socket.gethostname()}-{os.getpid()}-efgh"
-    alive.mkdir()
+    old = tmp_path / ".out.old-otherhost-1-efgh"
+    old.mkdir()
+    (old / "manifest.json").write_text("{}")
     build([amplitude_tif], out, units="amplitude")
-    assert leftovers(out) == [alive.name, "manifest.json", "shard_00000.npy"]
+    assert leftovers(tmp_path) == ["amp.tif", "out"]
+    assert leftovers(out) == ["manifest.json", "shard_00000.npy"]
+
+
+def test_out_given_as_its_manifest_json_publishes_into_its_folder(amplitude_tif, tmp_path):
+    manifest = build([amplitude_tif], tmp_path / "out" / "manifest.json", units="amplitude")
+    assert manifest == tmp_path / "out" / "manifest.json"
+    assert leftovers(tmp_path / "out") == ["manifest.json", "shard_00000.npy"]
+
+
+def test_a_folder_holding_files_but_no_set_is_refused_untouched(amplitude_tif, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"holds files but no patch set.*found notes.txt"):
+        build([amplitude_tif], out, units="amplitude")
+    assert leftovers(out) == ["notes.txt"]
+    assert leftovers(tmp_path) == ["amp.tif", "out"]
+
+
+def test_the_current_folder_as_out_is_refused(amplitude_tif, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="current folder or holds it"):
+        build([amplitude_tif], ".", units="amplitude")
+
+
+def test_a_symlinked_out_replaces_its_target_and_keeps_the_link(amplitude_tif, tmp_path):
+    real = tmp_path / "disk" / "patches"
+    build([amplitude_tif], real, units="amplitude", shard_size=10)
+    link = tmp_path / "out"
+    link.symlink_to(real)
+    build([amplitude_tif], link, units="amplitude")
+    assert link.is_symlink()
+    assert leftovers(real) == ["manifest.json", "shard_00000.npy"]
+
+
+def test_staging_folder_an_earlier_version_left_inside_out_is_replaced(amplitude_tif, tmp_path):
+    out = tmp_path / "out"
+    (out / ".staging-somehost-1-abcd").mkdir(parents=True)
+    build([amplitude_tif], out, units="amplitude")
+    assert leftovers(out) == ["manifest.json", "shard_00000.npy"]
 
 
 def test_normalizer_falls_back_for_another_dtype():
@@ -344,3 +379,24 @@ def test_reading_a_geotiff_without_rasterio_gives_the_install_hint(amplitude_tif
     monkeypatch.setitem(sys.modules, "rasterio", None)  # `import rasterio` raises ImportError
     with pytest.raises(InputError, match=r"rasterio is required.*pip install 'trainset\[sar\]'"):
         open_raster(amplitude_tif)
+
+
+def test_max_pixels_is_the_largest_raster_tiled(amplitude_tif, tmp_path):
+    pixels = 160 * 200  # amplitude_tif, one band
+    with pytest.raises(InputError, match=r"raise --max-pixels.*found 32,000"):
+        build_patches(
+            [amplitude_tif], tmp_path / "a", small(units="amplitude"), max_pixels=pixels - 1
+        )
+    build_patches([amplitude_tif], tmp_path / "b", small(units="amplitude"), max_pixels=pixels)
+    assert load_manifest(tmp_path / "b").num_patches > 0
+
+
+def test_bands_that_do_not_fit_one_read_window_are_refused_before_reading(tmp_path, monkeypatch):
+    import trainset.sar.tiling as tiling
+
+    src = write_geotiff(tmp_path / "two.tif", speckle_amplitude_dn((2, 64, 64), seed=3))
+    # a window holds one band of 96 rows (patch 32 + a 64-row block) x 32 columns, not two
+    monkeypatch.setattr(tiling, "WINDOW_PIXELS", 96 * 32)
+    with pytest.raises(InputError, match=r"too many bands.*--bands.*found 2"):
+        build([src], tmp_path / "out", units="amplitude")
+    assert leftovers(tmp_path) == ["two.tif"]

@@ -8,6 +8,7 @@ the stage's parameters in ``{out_root}/config.yaml`` and maps the outcome to an 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,36 @@ def add_scene_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_depth_validity_options(parser: argparse.ArgumentParser) -> None:
+    """Sensor conventions of provided depth and the valid-pixel threshold (depth and run)."""
+    from trainset.focus.depth import DEFAULT_MIN_VALID_FRACTION
+    from trainset.focus.depth_backends import DEFAULT_DEPTH_RANGE_M
+
+    parser.add_argument(
+        *flag("--depth-invalid"),
+        dest="depth_invalid",
+        metavar="CODES",
+        help="provided: integer depth values meaning 'no measurement', e.g. 0,65535, or none "
+        "(default: 0 and the dtype's maximum)",
+    )
+    parser.add_argument(
+        *flag("--depth-range"),
+        dest="depth_range",
+        metavar="MIN,MAX",
+        help="provided: metres outside which depth is 'no measurement' "
+        f"(default {DEFAULT_DEPTH_RANGE_M[0]:g},{DEFAULT_DEPTH_RANGE_M[1]:g}; e.g. 0.3,8 for a "
+        "Kinect)",
+    )
+    parser.add_argument(
+        *flag("--min-valid-fraction"),
+        dest="min_valid_fraction",
+        type=float,
+        default=DEFAULT_MIN_VALID_FRACTION,
+        help="a scene fails when a frame has fewer valid depth pixels than this fraction "
+        f"(default {DEFAULT_MIN_VALID_FRACTION:g}); holes are filled with the scene median",
+    )
+
+
 def parse_options(items: list[str] | None) -> dict[str, str]:
     """``KEY=VALUE`` strings of ``--backend-option`` as a dict."""
     options: dict[str, str] = {}
@@ -73,6 +104,16 @@ def run_scene_stage(args: argparse.Namespace, stage_name: str, params: Mapping[s
     )
     print(summary.report())
     return summary.exit_code
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from trainset.focus.video import describe, extract_videos
+
+    results = extract_videos(
+        args.videos, args.raw_root, every=args.every, max_frames=args.max_frames, force=args.force
+    )
+    print(describe(results))
+    return EXIT_FAILURES if any(r.status == "failed" for r in results) else EXIT_OK
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -124,6 +165,10 @@ def depth_params(args: argparse.Namespace) -> dict[str, Any]:
         options["checkpoint"] = str(args.checkpoint)
     if args.depth_scale is not None:
         options["depth_scale"] = args.depth_scale
+    if args.depth_invalid is not None:
+        options["invalid_codes"] = args.depth_invalid
+    if args.depth_range is not None:
+        options["depth_range"] = args.depth_range
     for key in ("encoder", "input_size", "device"):  # vda options, passed only when given
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
@@ -135,6 +180,13 @@ def depth_params(args: argparse.Namespace) -> dict[str, Any]:
             expected="0 < LOW < HIGH",
             found=(low, high),
         )
+    if not 0 < args.min_valid_fraction <= 1:
+        raise InputError(
+            "minimum valid fraction must be in (0, 1]",
+            key="--min-valid-fraction",
+            expected="0 < f <= 1",
+            found=args.min_valid_fraction,
+        )
     base = {"backend": args.backend, "options": options}
     backend = depth_backend_for(base)
     params = {
@@ -142,6 +194,7 @@ def depth_params(args: argparse.Namespace) -> dict[str, Any]:
         "backend_params": backend.params(),
         "median_range_m": [low, high],
         "consistency_threshold": args.consistency_threshold,
+        "min_valid_fraction": args.min_valid_fraction,
     }
     return params
 
@@ -151,34 +204,46 @@ def _depth(args: argparse.Namespace) -> int:
 
 
 def status_table(out_root: Path) -> tuple[str, bool]:
-    """Stages x (done, pending, failed) as text, and whether any scene has failed."""
-    from trainset.focus import stages  # noqa: F401  (registers the focus stages)
+    """Stages x (done, pending, failed, blocked) as text, and whether any scene failed.
+
+    ``failed``: the stage's last run on the scene raised; ``blocked``: a stage it needs failed
+    (the line names that stage); ``pending``: not run yet.
+    """
     from trainset.focus.pack import PACK_DIR, PACK_FILE, open_packed
-    from trainset.pipeline.dataset_files import read_failures
+    from trainset.focus.problems import rejected_scenes
+    from trainset.focus.stages import FOCUS_STAGES
     from trainset.pipeline.runner import scene_ids
-    from trainset.pipeline.stage import registered_stages
+    from trainset.pipeline.scene_state import stage_states
 
     ids = scene_ids(out_root)
-    failed_by_stage: dict[str, set[str]] = {}
-    for record in read_failures(out_root):
-        failed_by_stage.setdefault(str(record.get("stage")), set()).add(str(record.get("scene")))
+    states = stage_states(out_root, ids, FOCUS_STAGES)
     lines = [
         f"{len(ids)} scenes in {out_root}",
-        f"{'stage':<10} {'done':>6} {'pending':>8} {'failed':>7}",
+        f"{'stage':<10} {'done':>6} {'pending':>8} {'failed':>7} {'blocked':>8}",
     ]
     any_failed = False
-    for stage in registered_stages():
-        done = {s for s in ids if stage.sentinel(out_root, s) is not None}
-        failed = (failed_by_stage.get(stage.name, set()) & set(ids)) - done
-        pending = len(ids) - len(done) - len(failed)
-        any_failed = any_failed or bool(failed)
-        lines.append(f"{stage.name:<10} {len(done):>6} {pending:>8} {len(failed):>7}")
-        lines.extend(f"  failed: {s}" for s in sorted(failed))
+    for stage in FOCUS_STAGES:
+        by_scene = {s: states[s][stage.name] for s in ids}
+        count = {k: sum(st.status == k for st in by_scene.values()) for k in ("done", "pending")}
+        failed = sorted(s for s, st in by_scene.items() if st.status == "failed")
+        blocked = sorted(s for s, st in by_scene.items() if st.status == "blocked")
+        any_failed = any_failed or bool(failed or blocked)
+        lines.append(
+            f"{stage.name:<10} {count['done']:>6} {count['pending']:>8} {len(failed):>7} "
+            f"{len(blocked):>8}"
+        )
+        lines.extend(f"  failed: {s}: {by_scene[s].reason}" for s in failed)
+        lines.extend(f"  blocked: {s} ({by_scene[s].reason})" for s in blocked)
+    rejected = rejected_scenes(out_root)
+    if rejected:
+        lines.append(
+            f"{len(rejected)} raw scene(s) rejected by the index (logs/rejected_scenes.json)"
+        )
     packed = [s for s in ids if (out_root / s / PACK_DIR / PACK_FILE).exists()]
     if packed:
         current = sum(open_packed(out_root / s) is not None for s in packed)
         lines.append(
-            f"{'pack':<10} {current:>6} {len(ids) - current:>8} {0:>7}"
+            f"{'pack':<10} {current:>6} {len(ids) - current:>8} {0:>7} {0:>8}"
             f"  (optional; {len(packed) - current} stale: run `trainset focus pack`)"
         )
     return "\n".join(lines), any_failed
@@ -211,14 +276,48 @@ def _pack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from trainset.focus.report import FocusReportOptions, build_focus_report
+
+    start = time.monotonic()
+    options = FocusReportOptions(scenes=args.scenes, frames=args.frames, seed=args.seed)
+    report = build_focus_report(args.out_root, options, output=args.output)
+    print(
+        f"focus report: {len(report.scenes_shown)} of {report.scenes_total} scenes shown "
+        f"({len(report.flagged)} failed, blocked or invalid), {report.images} images, "
+        f"{report.size_bytes / 1e6:.2f} MB, {time.monotonic() - start:.1f} s\n"
+        f"  open: {report.path}"
+    )
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `trainset focus` and its sub-commands."""
     from trainset.focus.index import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
+    from trainset.focus.report import FocusReportOptions
 
     focus = add_group(
         sub, "focus", "FocusMamba data pipeline: index, deblur, depth, calibrate, render, validate."
     )
     epilog = "Exit codes: 0 all scenes done, 1 some scenes failed, 2 bad usage or input."
+
+    p = focus.add_parser(
+        "extract",
+        help="video files -> scenes of the raw layout (raw_root/{scene}/frame_XXXX.png)",
+        description="Decode each video (mp4, mov, avi, mkv, m4v, webm) with PyAV into "
+        "RAW/{scene}/frame_XXXX.png, the scene id made from the file name. A video already "
+        "extracted with the same options is skipped; one that cannot be decoded fails alone. "
+        "Needs PyAV: pip install 'trainset[video]'.",
+        epilog="Exit codes: 0 every video extracted, 1 some video failed, 2 bad usage or input.",
+    )
+    p.add_argument("videos", nargs="+", type=Path, metavar="VIDEO")
+    p.add_argument(*flag("--raw-root"), dest="raw_root", type=Path, required=True)
+    p.add_argument("--every", type=int, default=1, help="keep every N-th frame (default 1)")
+    p.add_argument(
+        *flag("--max-frames"), dest="max_frames", type=int, help="keep at most M frames per video"
+    )
+    p.add_argument("--force", action="store_true", help="extract again even when current")
+    p.set_defaults(func=_extract)
 
     p = focus.add_parser(
         "index",
@@ -273,8 +372,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         *flag("--depth-scale"),
         dest="depth_scale",
         type=float,
-        help="units per metre of 16-bit PNG depth (provided; default 1000)",
+        help="provided: units per metre of integer depth (16-bit PNG, integer .npy; default 1000 = mm)",
     )
+    add_depth_validity_options(p)
     p.add_argument(
         "--backend-option", action="append", metavar="KEY=VALUE", help="backend option (repeat)"
     )
@@ -320,3 +420,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scene", action="append", help="pack only this scene (repeat)")
     p.add_argument("--force", action="store_true", help="re-pack scenes whose pack is current")
     p.set_defaults(func=_pack)
+
+    p = focus.add_parser(
+        "report",
+        help="static HTML report: summary, failures, distributions, thumbnails per scene",
+        description="Write one HTML page (plus a folder of its images) that opens from disk: "
+        "scenes by status with failure reasons and the repair command, max_coc, splits, disk, "
+        "validation; the CoC histogram and the f, N, S_focus distributions; for a seeded "
+        "sample of scenes (every failed one included) sharp frame | depth | focus map and "
+        "render of each set, depth statistics and warnings. Written atomically.",
+        epilog="Exit codes: 0 report written (whatever the data set's state), 2 bad usage or "
+        "input (e.g. no scene index).",
+    )
+    add_root_options(p)
+    p.add_argument(
+        "--scenes",
+        type=int,
+        default=FocusReportOptions.scenes,
+        help="scenes shown in detail: a seeded sample; failed/blocked ones come in addition "
+        f"(default {FocusReportOptions.scenes})",
+    )
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=FocusReportOptions.frames,
+        help=f"frames per shown scene, evenly spaced (default {FocusReportOptions.frames})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=FocusReportOptions.seed,
+        help=f"seed of the scene sample (default {FocusReportOptions.seed})",
+    )
+    p.add_argument("--output", type=Path, help="page to write (default OUT_ROOT/report/index.html)")
+    p.set_defaults(func=_report)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from trainset.cli import EXIT_FAILURES, EXIT_OK, flag
 from trainset.errors import InputError
 from trainset.focus.calibration import PLOT_FILE, STATS_FILE, calibrate, resolve_max_coc
 from trainset.focus.labels import WARNINGS_LOG, labels_params
-from trainset.focus.optics import COC_MODELS, DEFAULT_N_SETS, DEFAULT_SENSOR_WIDTH_M
+from trainset.focus.optics import (
+    COC_MODELS,
+    DEFAULT_FOCUS_RANGE,
+    DEFAULT_N_SETS,
+    DEFAULT_SENSOR_WIDTH_M,
+    FOCUS_RANGES,
+)
 from trainset.focus.renders import renders_params
 from trainset.focus.validate import REPORT_FILE, requeue, validate_dataset, write_report
 from trainset.pipeline.dataset_files import (
@@ -45,6 +52,14 @@ def _add_set_options(p: argparse.ArgumentParser) -> None:
         choices=COC_MODELS,
         default="plan",
         help="CoC formula: plan f^2/(N*S) (default, as the dataloader) or thin_lens f^2/(N*(S-f))",
+    )
+    p.add_argument(
+        *flag("--focus-range"),
+        dest="focus_range",
+        choices=tuple(FOCUS_RANGES),
+        default=DEFAULT_FOCUS_RANGE,
+        help="depth range S_focus is drawn in: minmax = the plan's d_min..d_max (default), "
+        "p5-p95 = d_p5..d_p95 of depth_maps/stats.json (robust to stray far pixels)",
     )
 
 
@@ -77,11 +92,14 @@ def render_stage_params(args: argparse.Namespace, max_coc: float) -> dict[str, d
     from trainset.focus.cli import parse_options
 
     return {
-        "labels": labels_params(max_coc, n_sets=args.sets, coc_model=args.coc_model),
+        "labels": labels_params(
+            max_coc, n_sets=args.sets, coc_model=args.coc_model, focus_range=args.focus_range
+        ),
         "renders": renders_params(
             max_coc,
             n_sets=args.sets,
             coc_model=args.coc_model,
+            focus_range=args.focus_range,
             sensor_width_m=args.sensor_width / 1000.0,
             renderer=args.renderer,
             renderer_options=parse_options(args.renderer_option) or None,
@@ -90,17 +108,24 @@ def render_stage_params(args: argparse.Namespace, max_coc: float) -> dict[str, d
 
 
 def _check_stats_match(out_root: Path, args: argparse.Namespace) -> None:
-    """With ``--max-coc from-stats`` the calibration must describe the same CoC model and sets."""
+    """With ``--max-coc from-stats`` the calibration must describe the same CoC model, sets and
+    focus range (statistics written before ``focus_range`` existed were made with ``minmax``)."""
     stats = read_json(out_root / STATS_FILE)
-    for key, wanted in (("coc_model", args.coc_model), ("n_sets", args.sets)):
-        if key in stats and stats[key] != wanted:
+    wanted_values = (
+        ("coc_model", args.coc_model, None),
+        ("n_sets", args.sets, None),
+        ("focus_range", args.focus_range, DEFAULT_FOCUS_RANGE),
+    )
+    for key, wanted, default in wanted_values:
+        found = stats.get(key, default)
+        if found is not None and found != wanted:
             raise InputError(
                 f"calibration was made with another {key}; re-run `trainset focus calibrate` "
-                f"with the same --sets/--coc-model, or give --max-coc a number",
+                f"with the same --sets/--coc-model/--focus-range, or give --max-coc a number",
                 file=out_root / STATS_FILE,
                 key=key,
                 expected=wanted,
-                found=stats[key],
+                found=found,
             )
 
 
@@ -130,23 +155,31 @@ def _calibrate(args: argparse.Namespace) -> int:
         sample_fraction=args.sample_fraction,
         n_sets=args.sets,
         coc_model=args.coc_model,
+        focus_range=args.focus_range,
         stats_path=args.output_stats,
         plot_path=args.output_plot,
     )
     record_config(
         args.out_root,
         "calibrate",
-        {"sample_fraction": args.sample_fraction, "n_sets": args.sets, "coc_model": args.coc_model},
+        {
+            "sample_fraction": args.sample_fraction,
+            "n_sets": args.sets,
+            "coc_model": args.coc_model,
+            "focus_range": args.focus_range,
+        },
     )
     counts = stats["counts"]
     print(
         f"CoC over {counts['values']} values of {counts['frames']} frames, "
-        f"{counts['scenes_used']} of {counts['scenes_total']} scenes (model {stats['coc_model']}):"
+        f"{counts['scenes_used']} of the {counts['scenes_with_depth']} scenes with depth "
+        f"({counts['scenes_total']} indexed; model {stats['coc_model']}, focus range "
+        f"{stats['focus_range']}):"
     )
     for key in ("p50", "p90", "p95", "p99", "max"):
         print(f"  {key:>4} = {stats[key]:.6g} m ({stats[key] * 1e3:.4g} mm on the sensor)")
-    if stats["scenes_skipped"]:
-        print(f"  skipped (no depth yet): {', '.join(stats['scenes_skipped'])}")
+    if stats["scenes_without_depth"]:
+        print(f"  not sampled (no depth): {', '.join(stats['scenes_without_depth'])}")
     rec = stats["recommended_max_coc"]
     print(f"recommended max_coc = p95 = {rec:.6g} m ({rec * 1e3:.4g} mm)")
     print(f"statistics: {args.output_stats or args.out_root / STATS_FILE}")
@@ -243,13 +276,17 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if report["failed_scenes"] else EXIT_OK
 
 
-def stats_usable(out_root: Path, coc_model: str, sets: int) -> bool:
-    """Whether ``logs/coc_stats.json`` exists, reads, and describes ``coc_model`` and ``sets``."""
+def stats_usable(out_root: Path, coc_model: str, sets: int, focus_range: str) -> bool:
+    """Whether ``logs/coc_stats.json`` exists, reads, and describes ``coc_model``, ``sets`` and
+    ``focus_range``."""
     try:
         stats = read_json(out_root / STATS_FILE)
         if not isinstance(stats, dict) or "recommended_max_coc" not in stats:
             return False
-        _check_stats_match(out_root, argparse.Namespace(coc_model=coc_model, sets=sets))
+        _check_stats_match(
+            out_root,
+            argparse.Namespace(coc_model=coc_model, sets=sets, focus_range=focus_range),
+        )
     except InputError:  # missing, unreadable or made for another model or set count
         return False
     return True
@@ -278,6 +315,7 @@ def run_steps(args: argparse.Namespace) -> list[list[str]]:
     out = str(args.out_root)
     common = ["--out-root", out, "--workers", str(args.workers)]
     sets = ["--sets", str(args.sets), "--coc-model", args.coc_model]
+    sets += ["--focus-range", args.focus_range]
     depth = ["--backend", args.depth_backend]
     for option, value in (
         ("--checkpoint", args.checkpoint),
@@ -285,9 +323,12 @@ def run_steps(args: argparse.Namespace) -> list[list[str]]:
         ("--input-size", args.input_size),
         ("--device", args.device),
         ("--depth-scale", args.depth_scale),
+        ("--depth-invalid", args.depth_invalid),
+        ("--depth-range", args.depth_range),
     ):
         if value is not None:
             depth += [option, str(value)]
+    depth += ["--min-valid-fraction", str(args.min_valid_fraction)]
     steps = [
         ["index", "--raw-root", str(args.raw_root), "--out-root", out,
          "--min-frames", str(args.min_frames), "--seed", str(args.seed)],
@@ -295,7 +336,8 @@ def run_steps(args: argparse.Namespace) -> list[list[str]]:
          *_repeat("--backend-option", args.deblur_option)],
         ["depth", *common, *depth],
     ]  # fmt: skip
-    if calibration_needed(args.max_coc, stats_usable(args.out_root, args.coc_model, args.sets)):
+    usable = stats_usable(args.out_root, args.coc_model, args.sets, args.focus_range)
+    if calibration_needed(args.max_coc, usable):
         steps.append(
             ["calibrate", "--out-root", out, "--sample-fraction", str(args.sample_fraction), *sets]
         )
@@ -312,7 +354,8 @@ def run_steps(args: argparse.Namespace) -> list[list[str]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from trainset.cli import build_parser
+    from trainset.cli import EXIT_USAGE, build_parser
+    from trainset.focus.problems import problem_lines
 
     steps = run_steps(args)
     if args.executor == "slurm":
@@ -327,34 +370,54 @@ def _run(args: argparse.Namespace) -> int:
                 expected="--executor slurm",
                 found="--executor local",
             )
-    out = str(args.out_root)
     parser = build_parser()
     if args.max_coc == "from-stats" and all(step[0] != "calibrate" for step in steps):
         print(
             f"== calibration kept: {STATS_FILE} describes these sets "
             "(run without --max-coc to recalibrate)"
         )
+    retry = shlex.join(getattr(args, "command_line", ["trainset", "focus", "run"]))
+    # One bad scene never stops the others: a step that exits 1 (some scenes failed or are
+    # blocked by a failure) lets the next step go on with the scenes that can; only an error
+    # of the whole invocation (exit 2) stops the run.
+    some_failed = False
     for step in steps:
         print(f"== trainset focus {' '.join(step)}")
         step_args = parser.parse_args(["focus", *step])
-        code = step_args.func(step_args)
-        if code != EXIT_OK:
+        try:
+            code = step_args.func(step_args)
+        except InputError as exc:
+            if not some_failed:
+                raise
+            print(f"stopped at `trainset focus {step[0]}`: {exc}")
+            break
+        if code == EXIT_USAGE:
             print(f"stopped: `trainset focus {step[0]}` exited with {code}")
             return code
-    if args.max_coc is None:
-        stats = read_json(args.out_root / STATS_FILE)
-        rec = stats["recommended_max_coc"]
-        print(f"stopped at the manual gate: recommended max_coc = {rec:.6g} m ({rec * 1e3:.4g} mm)")
-        print("continue (finished stages are skipped) with")
-        print(
-            f"  trainset focus run --raw-root {args.raw_root} --out-root {out} --max-coc {rec:.6g}"
-        )
-    return EXIT_OK
+        some_failed = some_failed or code == EXIT_FAILURES
+    else:
+        if args.max_coc is None:
+            stats = read_json(args.out_root / STATS_FILE)
+            rec = stats["recommended_max_coc"]
+            print(
+                f"stopped at the manual gate: recommended max_coc = {rec:.6g} m "
+                f"({rec * 1e3:.4g} mm)"
+            )
+            print("continue (finished stages are skipped) with")
+            print(f"  {retry} --max-coc {rec:.6g}")
+    lines = problem_lines(args.out_root, with_validation=args.max_coc is not None)
+    if not (some_failed or lines):
+        return EXIT_OK
+    print(f"{len(lines)} scene(s) failed or blocked:")
+    for line in lines:
+        print(f"  {line}")
+    print(f"retry them after fixing their input (finished work is skipped):\n  {retry}")
+    return EXIT_FAILURES
 
 
 def register_commands(focus: argparse._SubParsersAction) -> None:
     """Add calibrate, render, validate and run to the ``trainset focus`` group."""
-    from trainset.focus.cli import add_root_options, add_scene_options
+    from trainset.focus.cli import add_depth_validity_options, add_root_options, add_scene_options
     from trainset.focus.index import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
 
     p = focus.add_parser(
@@ -452,8 +515,9 @@ def register_commands(focus: argparse._SubParsersAction) -> None:
         *flag("--depth-scale"),
         dest="depth_scale",
         type=float,
-        help="units per metre of 16-bit PNG provided depth (default 1000)",
+        help="units per metre of integer provided depth (default 1000: millimetres)",
     )
+    add_depth_validity_options(p)
     p.add_argument(*flag("--sample-fraction"), dest="sample_fraction", type=float, default=0.2)
     _add_set_options(p)
     _add_render_options(p)

@@ -81,10 +81,13 @@ def unsafe_reason(scene_id: str) -> str | None:
 
 
 def scan_scene(scene_dir: Path) -> tuple[list[Path], list[str]]:
-    """Frames of a scene (sorted by name) and the names of other files there (ignored)."""
+    """Frames of a scene (sorted by name) and the names of other files there (ignored; hidden
+    files are skipped without a mention)."""
     frames: list[Path] = []
     ignored: list[str] = []
     for entry in sorted(scene_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue  # hidden: temp files, records such as .extract.json, .DS_Store
         if entry.is_file() and entry.suffix.lower() in VALID_EXTS:
             frames.append(entry)
         elif not (entry.is_dir() and entry.name in KNOWN_SUBDIRS):

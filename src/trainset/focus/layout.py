@@ -9,6 +9,7 @@
 {out_root}/{scene}/bokeh_renders/set_XX/bokeh_XXXX.png
 {out_root}/{scene}/metadata.json                 sets[*].{f, N, S_focus, max_coc}
 {out_root}/{scene}/split.txt                     train | val | test
+{out_root}/report/index.html                     `trainset focus report` (+ its image folder)
 ```
 """
 
@@ -58,6 +59,11 @@ def bokeh_path(out_root: Path, scene_id: str, set_idx: int, t: int) -> Path:
 def metadata_path(out_root: Path, scene_id: str) -> Path:
     """``metadata.json`` of a scene."""
     return out_root / scene_id / "metadata.json"
+
+
+def report_path(out_root: Path) -> Path:
+    """Default page of ``trainset focus report`` (its images go in a folder beside it)."""
+    return out_root / "report" / "index.html"
 
 
 def read_scene_index(out_root: Path) -> dict[str, dict[str, Any]]:

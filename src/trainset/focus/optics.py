@@ -32,6 +32,13 @@ DEFAULT_SENSOR_WIDTH_M = 0.036
 DEFAULT_N_SETS = 4
 # Depth floor in metres before dividing (plan: np.maximum(depth, 1e-6)).
 DEPTH_FLOOR_M = 1e-6
+# Where S_focus is drawn (--focus-range): the plan's d_min..d_max (default), or d_p5..d_p95 of
+# depth_maps/stats.json, which a few stray far or near pixels cannot drag behind a wall.
+FOCUS_RANGES: dict[str, tuple[str, str]] = {
+    "minmax": ("d_min", "d_max"),
+    "p5-p95": ("d_p5", "d_p95"),
+}
+DEFAULT_FOCUS_RANGE = "minmax"
 
 
 def check_coc_model(coc_model: str) -> str:
@@ -41,6 +48,18 @@ def check_coc_model(coc_model: str) -> str:
             "unknown CoC model", key="coc_model", expected=" or ".join(COC_MODELS), found=coc_model
         )
     return coc_model
+
+
+def check_focus_range(focus_range: str) -> str:
+    """Return ``focus_range`` if it is one of :data:`FOCUS_RANGES`, else raise InputError."""
+    if focus_range not in FOCUS_RANGES:
+        raise InputError(
+            "unknown focus range",
+            key="focus_range",
+            expected=" or ".join(FOCUS_RANGES),
+            found=focus_range,
+        )
+    return focus_range
 
 
 def _coc_scale(f: float, N: float, S_focus: float, coc_model: str) -> float:
@@ -116,13 +135,20 @@ def sample_coc_params(
 
 
 def scene_coc_params(
-    scene_id: str, depth_stats: Mapping[str, Any], n_sets: int = DEFAULT_N_SETS
+    scene_id: str,
+    depth_stats: Mapping[str, Any],
+    n_sets: int = DEFAULT_N_SETS,
+    *,
+    focus_range: str = DEFAULT_FOCUS_RANGE,
 ) -> list[dict[str, float]]:
-    """The parameter sets of one scene: :func:`sample_coc_params` seeded by :func:`scene_seed`.
+    """The parameter sets of one scene: :func:`sample_coc_params` seeded by :func:`scene_seed`,
+    with ``S_focus`` drawn in the ``focus_range`` of the scene's depth statistics
+    (:data:`FOCUS_RANGES`: ``minmax`` is the plan's ``d_min..d_max``).
 
     Calibration and the render stage both call this, so they use the same sets.
     """
-    for key in ("d_min", "d_max"):
+    low_key, high_key = FOCUS_RANGES[check_focus_range(focus_range)]
+    for key in (low_key, high_key):
         value = depth_stats.get(key)
         if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
             raise InputError(
@@ -132,7 +158,8 @@ def scene_coc_params(
                 expected="positive metres",
                 found=value,
             )
-    return sample_coc_params(depth_stats, N_sets=n_sets, seed=scene_seed(scene_id))
+    bounds = {"d_min": float(depth_stats[low_key]), "d_max": float(depth_stats[high_key])}
+    return sample_coc_params(bounds, N_sets=n_sets, seed=scene_seed(scene_id))
 
 
 def coc_px(

@@ -27,6 +27,7 @@ from trainset.focus.labels import (
 )
 from trainset.focus.layout import bokeh_path, depth_frame_count, depth_path, frame_path
 from trainset.focus.optics import (
+    DEFAULT_FOCUS_RANGE,
     DEFAULT_N_SETS,
     DEFAULT_SENSOR_WIDTH_M,
     coc_px_per_disparity,
@@ -43,6 +44,7 @@ def renders_params(
     *,
     n_sets: int = DEFAULT_N_SETS,
     coc_model: str = "plan",
+    focus_range: str = DEFAULT_FOCUS_RANGE,
     sensor_width_m: float = DEFAULT_SENSOR_WIDTH_M,
     renderer: str = "layered",
     layer_step_px: float | None = None,
@@ -69,7 +71,7 @@ def renders_params(
             found=sensor_width_m,
         )
     params = {
-        **labels_params(max_coc, n_sets=n_sets, coc_model=coc_model),
+        **labels_params(max_coc, n_sets=n_sets, coc_model=coc_model, focus_range=focus_range),
         "sensor_width_m": float(sensor_width_m),
         "renderer": check_renderer(renderer),
         "layer_step_px": float(DEFAULT_LAYER_STEP_PX if layer_step_px is None else layer_step_px),
@@ -99,6 +101,7 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
         float(params["max_coc"]),
         n_sets=int(params.get("n_sets", DEFAULT_N_SETS)),
         coc_model=str(params.get("coc_model", "plan")),
+        focus_range=str(params.get("focus_range", DEFAULT_FOCUS_RANGE)),
         sensor_width_m=float(params.get("sensor_width_m", DEFAULT_SENSOR_WIDTH_M)),
         renderer=str(params.get("renderer", "layered")),
         layer_step_px=params.get("layer_step_px"),

@@ -36,3 +36,5 @@ RENDERS = register_stage(
         run=run_renders,
     )
 )
+# The focus pipeline's scene stages in pipeline order (what `focus report` shows).
+FOCUS_STAGES = (DEBLUR, DEPTH, LABELS, RENDERS)

@@ -276,7 +276,8 @@ def expected_labels(out_root: Path) -> tuple[int | None, float | None]:
     )
 
 
-def _disk_bytes(root: Path) -> int:
+def disk_bytes(root: Path) -> int:
+    """Bytes of every file under ``root`` (links not followed)."""
     total = 0
     for dirpath, _, files in os.walk(root):
         for name in files:
@@ -317,7 +318,7 @@ def validate_dataset(out_root: Path, *, n_sets: int | None = None) -> dict[str, 
         "failure_reasons": {s: "; ".join(f["reason"] for f in fs) for s, fs in failures.items()},
         "split_counts": split_counts,
         "total_frames": total_frames,
-        "total_gb_on_disk": round(_disk_bytes(out_root) / 1e9, 6),
+        "total_gb_on_disk": round(disk_bytes(out_root) / 1e9, 6),
         "n_sets": sets,
         "failures": failures,
         "rerun_stages": rerun,

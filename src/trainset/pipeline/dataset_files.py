@@ -9,10 +9,8 @@ nothing.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import json
-import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ import yaml
 from trainset.errors import InputError
 from trainset.store.atomic import TEMP_MARKER, atomic_write_bytes, remove_stale_temps
 from trainset.store.codecs import read_yaml
+from trainset.store.locks import exclusive_lock
 
 LOCK_NAME = ".trainset.lock"
 CONFIG_NAME = "config.yaml"
@@ -35,15 +34,8 @@ FAILURES_LOG = "failures.jsonl"
 @contextmanager
 def out_root_lock(out_root: str | Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``{out_root}/.trainset.lock`` (released on death)."""
-    root = Path(out_root)
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(Path(out_root) / LOCK_NAME):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def write_bytes_if_changed(path: str | Path, data: bytes) -> bool:
@@ -96,13 +88,23 @@ def record_config(out_root: str | Path, section: str, params: Mapping[str, Any])
         return write_text_if_changed(Path(out_root) / CONFIG_NAME, text)
 
 
+def _scene_log_part(out_root: str | Path, log_name: str, scene_id: str) -> Path:
+    return Path(out_root) / LOGS_DIR / PARTS_DIR / log_name / f"{scene_id}.part"
+
+
 def write_scene_log(out_root: str | Path, log_name: str, scene_id: str, text: str) -> None:
     """Store one scene's part of ``logs/{log_name}``; for ``.csv`` logs the first line is the header.
 
     Call :func:`rebuild_scene_logs` (the runner does, after a stage) to refresh the shared log.
     """
-    part = Path(out_root) / LOGS_DIR / PARTS_DIR / log_name / f"{scene_id}.part"
-    write_text_if_changed(part, text)
+    write_text_if_changed(_scene_log_part(out_root, log_name, scene_id), text)
+
+
+def read_scene_log(out_root: str | Path, log_name: str, scene_id: str) -> str:
+    """One scene's part of ``logs/{log_name}`` as written by :func:`write_scene_log` ("" when
+    the scene wrote none)."""
+    part = _scene_log_part(out_root, log_name, scene_id)
+    return part.read_text(encoding="utf-8") if part.is_file() else ""
 
 
 def _merge_parts(log_name: str, parts: list[Path]) -> str:

@@ -28,6 +28,7 @@ from trainset.pipeline.dataset_files import (
     remove_shared_temps,
 )
 from trainset.pipeline.progress import Progress
+from trainset.pipeline.scene_state import latest_failures, stage_states
 from trainset.pipeline.stage import Stage, get_stage
 from trainset.store.codecs import read_json
 from trainset.store.hashing import params_hash
@@ -93,13 +94,18 @@ def select_scenes(
 
 @dataclass(frozen=True)
 class SceneOutcome:
-    """What happened to one scene: ``done``, ``skipped`` (already current), ``failed``, ``blocked``."""
+    """What happened to one scene: ``done``, ``skipped`` (already current), ``failed``, ``blocked``.
+
+    A ``blocked`` scene lacks a stage it requires; ``upstream_failed`` says that stage failed
+    (fix and re-run it) rather than never ran (run it first).
+    """
 
     scene_id: str
     status: str
     counts: dict[str, int] = field(default_factory=dict)
     message: str = ""
     traceback: str = ""
+    upstream_failed: bool = False
 
 
 @dataclass
@@ -115,10 +121,12 @@ class StageSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 all scenes done, 1 some failed, 2 some could not start (a stage to run first)."""
-        if self.with_status("failed"):
+        """0 every scene done; 1 some scene failed or is blocked by an upstream failure; 2 some
+        scene could not start because a stage it needs was never run (stages out of order)."""
+        blocked = self.with_status("blocked")
+        if self.with_status("failed") or any(o.upstream_failed for o in blocked):
             return EXIT_FAILURES
-        if self.with_status("blocked"):
+        if blocked:
             return EXIT_USAGE
         return EXIT_OK
 
@@ -154,6 +162,36 @@ def is_scene_current(
 def missing_requirements(stage: Stage, out_root: str | Path, scene_id: str) -> list[str]:
     """Names of the stages ``stage`` requires that are not done for ``scene_id``."""
     return [name for name in stage.requires if get_stage(name).sentinel(out_root, scene_id) is None]
+
+
+def _blocked_outcomes(
+    stage: Stage, root: Path, waiting: Mapping[str, list[str]], command_prefix: str | None
+) -> dict[str, SceneOutcome]:
+    """Outcomes of scenes lacking required stages: blocked by an upstream failure (named with
+    its error, to be fixed and re-run) or waiting for a stage that never ran (run it first)."""
+    if not waiting:
+        return {}
+
+    def command(name: str) -> str:
+        return f"`{command_prefix} {name}`" if command_prefix else f"stage {name}"
+
+    required = [get_stage(name) for name in stage.requires]
+    states = stage_states(root, list(waiting), required)
+    failures = latest_failures(root)
+    outcomes = {}
+    for scene_id, missing in waiting.items():
+        failed = [s for state in states[scene_id].values() for s in state.failed_stages]
+        if failed:
+            first = failed[0]
+            error = failures[(scene_id, first)]["error"]
+            message = f"{first} failed ({error}): fix it and re-run {command(first)}"
+        else:
+            hint = ", ".join(command(name) for name in missing)
+            message = f"{'/'.join(missing)} not done: run {hint} first"
+        outcomes[scene_id] = SceneOutcome(
+            scene_id, "blocked", message=message, upstream_failed=bool(failed)
+        )
+    return outcomes
 
 
 def run_one_scene(
@@ -206,21 +244,17 @@ def run_stage(
     record_config(root, stage.name, params)
     outcomes: dict[str, SceneOutcome] = {}
     todo: list[str] = []
+    waiting: dict[str, list[str]] = {}
     for scene_id in scenes:
         if not force and is_scene_current(stage, root, scene_id, params):
             outcomes[scene_id] = SceneOutcome(scene_id, "skipped")
             continue
         missing = missing_requirements(stage, root, scene_id)
         if missing:
-            hint = ", ".join(
-                f"`{command_prefix} {name}`" if command_prefix else f"stage {name}"
-                for name in missing
-            )
-            outcomes[scene_id] = SceneOutcome(
-                scene_id, "blocked", message=f"{'/'.join(missing)} not done: run {hint} first"
-            )
+            waiting[scene_id] = missing
             continue
         todo.append(scene_id)
+    outcomes.update(_blocked_outcomes(stage, root, waiting, command_prefix))
 
     with Progress(
         len(todo), stage.name, stream=stream if stream is not None else sys.stderr

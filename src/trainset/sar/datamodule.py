@@ -24,6 +24,13 @@ from trainset.loading import EpochSampler, apply_d4, copy_batch, keep_batch
 from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, open_patch_set
 from trainset.sar.legacy import is_pickled_npy
 from trainset.sar.manifest import Manifest
+from trainset.sar.splits import (
+    DEFAULT_SPLIT,
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_VAL_FRACTION,
+    SPLIT_POLICIES,
+    split_patches,
+)
 
 if TYPE_CHECKING:
     from lightning.pytorch import LightningDataModule as _DataModuleBase
@@ -33,8 +40,6 @@ else:
     except ImportError:  # lightning is optional: the datamodule still works without it
         _DataModuleBase = object
 
-SPLIT_POLICIES = ("by_source", "random")
-
 
 def process_group() -> tuple[int, int]:
     """(rank, world size) of the initialised ``torch.distributed`` group, else (0, 1)."""
@@ -42,49 +47,6 @@ def process_group() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def split_patches(
-    groups: np.ndarray, val_fraction: float, seed: int, policy: str = "by_source"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split patch indices 0..N-1 into sorted (train, val) int64 arrays, disjoint.
-
-    ``groups`` (N,) is the source raster of each patch. ``by_source``: sources are shuffled
-    with ``seed`` and moved to val until val holds >= ``val_fraction`` of the patches (at least
-    one source on each side). ``random``: a seeded permutation, the first
-    ``round(N * val_fraction)`` patches go to val.
-    """
-    if policy not in SPLIT_POLICIES:
-        raise InputError("unknown split policy", key="split", expected=SPLIT_POLICIES, found=policy)
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError("val_fraction must be in [0, 1)", key="val_fraction", found=val_fraction)
-    groups = np.asarray(groups, dtype=np.int64)
-    n = len(groups)
-    rng = np.random.default_rng(seed)
-    if policy == "random":
-        n_val = round(n * val_fraction)
-        if val_fraction > 0:
-            n_val = min(max(n_val, 1), n - 1)
-        perm = rng.permutation(n)
-        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-    sources, sizes = np.unique(groups, return_counts=True)
-    if val_fraction > 0 and len(sources) < 2:
-        raise InputError(
-            "a by_source split needs at least two source rasters; use split='random'",
-            key="split",
-            expected=">= 2 sources",
-            found=len(sources),
-        )
-    order = rng.permutation(len(sources))
-    val_sources: list[int] = []
-    in_val = 0
-    for i in order:
-        if val_fraction == 0 or in_val >= val_fraction * n or len(val_sources) == len(sources) - 1:
-            break
-        val_sources.append(int(sources[i]))
-        in_val += int(sizes[i])
-    is_val = np.isin(groups, np.asarray(val_sources, dtype=np.int64))
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 class SARDataModule(_DataModuleBase):
@@ -110,15 +72,15 @@ class SARDataModule(_DataModuleBase):
     def __init__(
         self,
         patches_path: str | os.PathLike[str],
-        val_fraction: float = 0.1,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
         batch_size: int = 8,
         num_workers: int = 0,
         augment_train: bool = True,
-        seed: int = 42,
+        seed: int = DEFAULT_SPLIT_SEED,
         lazy: bool = True,
         max_samples: int | None = None,
         *,
-        split: str = "by_source",
+        split: str = DEFAULT_SPLIT,
         trust_pickle: bool = False,
         recycle: bool = True,
         augment_on_device: bool = False,
