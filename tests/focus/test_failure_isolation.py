@@ -75,7 +75,7 @@ class _FailOnBlackFrames:
     def params(self) -> dict:
         return {}
 
-    def sharpen(self, frames):
+    def sharpen(self, frames, *, scene_id=""):
         for frame in frames:
             if frame.max() == 0:
                 raise ValueError("test marker: black frame")

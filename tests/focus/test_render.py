@@ -160,7 +160,8 @@ def test_renderer_refuses_non_finite_coc(renderer):
 
 def test_unknown_renderer_is_refused():
     with pytest.raises(
-        InputError, match=r"renderer.*unknown renderer.*expected layered, found bokehnet"
+        InputError,
+        match=r"renderer.*unknown renderer.*expected layered or genfocus, found bokehnet",
     ):
         make_renderer("bokehnet")
 

@@ -10,6 +10,7 @@ import pytest
 
 from trainset.errors import InputError
 from trainset.pipeline.slurm import (
+    GENFOCUS_RESOURCES,
     PLAN_RESOURCES,
     TASK_INDEX,
     PlannedJob,
@@ -141,6 +142,23 @@ def test_config_file_overrides_only_the_keys_it_names(tmp_path):
     assert config.resources["depth"] == StageResources("a100", 8, "64G", "06:00:00", "gpu:1", 4)
     assert config.resources["deblur"].gres is None
     assert config.resources["render"] == PLAN_RESOURCES["render"]
+
+
+def test_genfocus_steps_ask_for_the_memory_and_time_of_flux(tmp_path):
+    path = tmp_path / "slurm.yaml"
+    path.write_text("stages:\n  render: {constraint: gpu80g}\n")
+    config = load_slurm_config(path, genfocus_steps=["deblur", "render"])
+    assert config.resources["deblur"] == GENFOCUS_RESOURCES["deblur"]
+    assert config.resources["deblur"].mem == "96G"
+    assert config.resources["render"].time == "24:00:00"
+    assert config.resources["render"].constraint == "gpu80g"
+    assert config.resources["depth"] == PLAN_RESOURCES["depth"]
+
+
+def test_constraint_becomes_an_sbatch_line():
+    res = StageResources("gpu", 8, "96G", "08:00:00", "gpu:1", constraint="gpu80g")
+    text = render_script("deblur", ["trainset"], res, "/o", array=False)
+    assert "#SBATCH --constraint=gpu80g" in text.splitlines()
 
 
 def test_config_unknown_step_is_an_input_error(tmp_path):

@@ -336,7 +336,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = focus.add_parser("deblur", help="sharp frames (frames_sharp/)", epilog=epilog)
     add_scene_options(p)
-    p.add_argument("--backend", default="passthrough", help="passthrough | unsharp")
+    p.add_argument(
+        "--backend",
+        default="passthrough",
+        help="passthrough | unsharp | genfocus (GenFocus DeblurNet on FLUX.1-dev; "
+        "docs/focus-genfocus.md)",
+    )
     p.add_argument(
         "--backend-option", action="append", metavar="KEY=VALUE", help="backend option (repeat)"
     )

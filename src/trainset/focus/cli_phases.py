@@ -65,7 +65,17 @@ def _add_set_options(p: argparse.ArgumentParser) -> None:
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--renderer", default="layered", help="defocus renderer (layered: physically based, torch)"
+        "--renderer",
+        default="layered",
+        help="defocus renderer: layered (physically based, torch; default) or genfocus "
+        "(GenFocus BokehNet on FLUX.1-dev; docs/focus-genfocus.md)",
+    )
+    p.add_argument(
+        *flag("--renderer-option"),
+        dest="renderer_option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="genfocus option (repeat): flux_dir=, lora=, steps=, long_side=, tiled=, device=, ...",
     )
     p.add_argument(
         *flag("--sensor-width"),
@@ -79,6 +89,8 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
 def render_stage_params(args: argparse.Namespace, max_coc: float) -> dict[str, dict[str, Any]]:
     """Parameters of the ``labels`` and ``renders`` stages (their sentinel hashes) from the
     options of `trainset focus render` and a resolved ``max_coc`` (sensor metres)."""
+    from trainset.focus.cli import parse_options
+
     return {
         "labels": labels_params(
             max_coc, n_sets=args.sets, coc_model=args.coc_model, focus_range=args.focus_range
@@ -90,6 +102,7 @@ def render_stage_params(args: argparse.Namespace, max_coc: float) -> dict[str, d
             focus_range=args.focus_range,
             sensor_width_m=args.sensor_width / 1000.0,
             renderer=args.renderer,
+            renderer_options=parse_options(args.renderer_option) or None,
         ),
     }
 
@@ -291,6 +304,11 @@ def calibration_needed(max_coc: str | None, stats_ready: bool) -> bool:
     return max_coc is None or (max_coc == "from-stats" and not stats_ready)
 
 
+def _repeat(option: str, values: Sequence[str] | None) -> list[str]:
+    """``[option, v1, option, v2, ...]`` for a repeatable option."""
+    return [word for value in values or [] for word in (option, value)]
+
+
 def run_steps(args: argparse.Namespace) -> list[list[str]]:
     """The `trainset focus` commands (``[name, options...]``) of a run, in order: the local
     executor runs them here, the SLURM executor submits them as jobs."""
@@ -314,7 +332,8 @@ def run_steps(args: argparse.Namespace) -> list[list[str]]:
     steps = [
         ["index", "--raw-root", str(args.raw_root), "--out-root", out,
          "--min-frames", str(args.min_frames), "--seed", str(args.seed)],
-        ["deblur", *common, "--backend", args.deblur_backend],
+        ["deblur", *common, "--backend", args.deblur_backend,
+         *_repeat("--backend-option", args.deblur_option)],
         ["depth", *common, *depth],
     ]  # fmt: skip
     usable = stats_usable(args.out_root, args.coc_model, args.sets, args.focus_range)
@@ -327,6 +346,7 @@ def run_steps(args: argparse.Namespace) -> list[list[str]]:
             [
                 "render", *common, "--max-coc", args.max_coc, *sets,
                 "--renderer", args.renderer, "--sensor-width", str(args.sensor_width),
+                *_repeat("--renderer-option", args.renderer_option),
             ]
         )  # fmt: skip
         steps.append(["validate", "--out-root", out])
@@ -475,6 +495,13 @@ def register_commands(focus: argparse._SubParsersAction) -> None:
     p.add_argument(*flag("--min-frames"), dest="min_frames", type=int, default=DEFAULT_MIN_FRAMES)
     p.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED, help="split seed (plan: 42)")
     p.add_argument(*flag("--deblur-backend"), dest="deblur_backend", default="passthrough")
+    p.add_argument(
+        *flag("--deblur-option"),
+        dest="deblur_option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="deblur backend option (repeat), e.g. genfocus flux_dir=PATH lora=PATH",
+    )
     p.add_argument(*flag("--depth-backend"), dest="depth_backend", default="provided")
     p.add_argument("--checkpoint", type=Path, help="depth model checkpoint (vda)")
     p.add_argument(

@@ -25,12 +25,11 @@ from PIL import Image
 
 from trainset.errors import InputError
 from trainset.focus.deblur import SHARP_DIR, frame_name
-from trainset.focus.depth_backends import DepthBackend, DepthScene, make_depth_backend
+from trainset.focus.depth_backends import DepthBackend, DepthScene, shared_depth_backend
 from trainset.focus.scenes import scene_frames
 from trainset.pipeline.dataset_files import write_scene_log
 from trainset.store.atomic import atomic_write_json, atomic_write_npz
 from trainset.store.codecs import encode_csv
-from trainset.store.hashing import params_hash
 
 DEPTH_DIR = "depth_maps"
 STATS_FILE = "stats.json"
@@ -51,8 +50,6 @@ DEFAULT_CONSISTENCY_THRESHOLD = 0.15
 # would give labels and renders of a made-up flat surface. Kinect-style sensors measure ~88-91 %
 # of a frame (7-Scenes); a lens cap or a blank frame measures nothing.
 DEFAULT_MIN_VALID_FRACTION = 0.5
-
-_BACKENDS: dict[str, DepthBackend] = {}
 
 
 def depth_name(t: int) -> str:
@@ -119,12 +116,7 @@ def temporal_change(maps: list[np.ndarray]) -> list[float]:
 
 def depth_backend_for(params: Mapping[str, Any]) -> DepthBackend:
     """The backend named by ``params['backend']`` with ``params['options']`` (one per process)."""
-    name = str(params["backend"])
-    options = dict(params.get("options", {}))
-    key = params_hash({"backend": name, "options": options})
-    if key not in _BACKENDS:
-        _BACKENDS[key] = make_depth_backend(name, **options)
-    return _BACKENDS[key]
+    return shared_depth_backend(str(params["backend"]), **dict(params.get("options", {})))
 
 
 def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:

@@ -86,6 +86,11 @@ def make_depth_backend(name: str, **options: Any) -> DepthBackend:
     return _REGISTRY.make(name, **options)
 
 
+def shared_depth_backend(name: str, **options: Any) -> DepthBackend:
+    """:func:`make_depth_backend` built once per process and reused."""
+    return _REGISTRY.shared(name, **options)
+
+
 def parse_invalid_codes(value: str | Sequence[int] | None) -> tuple[int, ...] | None:
     """``--depth-invalid``: None (the default codes: 0 and the dtype's maximum), ``none`` (no
     code), or integers as a comma list (``0,65535``) or a sequence."""

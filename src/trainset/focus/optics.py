@@ -169,6 +169,20 @@ def coc_px(
     return coc_m * (width_px / sensor_width_m)
 
 
+def coc_px_per_disparity(
+    f: float,
+    N: float,
+    S_focus: float,
+    width_px: int,
+    *,
+    sensor_width_m: float = DEFAULT_SENSOR_WIDTH_M,
+    coc_model: str = "plan",
+) -> float:
+    """``K_diam``: CoC diameter in pixels per unit of ``|1/S_focus - 1/d|`` (1/m), so that
+    ``|signed_coc_px| = K_diam * |1/S_focus - 1/d|``."""
+    return _coc_scale(f, N, S_focus, coc_model) * S_focus * width_px / sensor_width_m
+
+
 def signed_coc_px(
     depth_m: np.ndarray,
     f: float,
@@ -185,5 +199,7 @@ def signed_coc_px(
     layers of the renderer. Value: ``S * scale * (1/S - 1/d) * width_px / sensor_width_m``.
     """
     depth_safe = np.maximum(depth_m.astype(np.float32), DEPTH_FLOOR_M)
-    k_px = _coc_scale(f, N, S_focus, coc_model) * S_focus * width_px / sensor_width_m
+    k_px = coc_px_per_disparity(
+        f, N, S_focus, width_px, sensor_width_m=sensor_width_m, coc_model=coc_model
+    )
     return (k_px * (1.0 / S_focus - 1.0 / depth_safe.astype(np.float64))).astype(np.float32)

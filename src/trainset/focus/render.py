@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from trainset.errors import InputError
 
-RENDERERS = ("layered",)
+if TYPE_CHECKING:
+    from trainset.focus.genfocus.backends import GenFocusRenderer
+
+# ``genfocus`` (GenFocus BokehNet, optional extra) is imported only when asked for.
+RENDERERS = ("layered", "genfocus")
 # Largest radius step between adjacent layers, pixels.
 DEFAULT_LAYER_STEP_PX = 1.0
 # Cap on the number of layers (cost grows linearly with it).
@@ -270,7 +275,19 @@ class LayeredRenderer:
         return srgb_encode_uint8(out).permute(1, 2, 0).cpu().numpy()
 
 
-def make_renderer(name: str, **options: object) -> LayeredRenderer:
-    """The renderer called ``name`` (only ``layered``) with its options."""
+def make_renderer(name: str, **options: object) -> LayeredRenderer | GenFocusRenderer:
+    """The renderer called ``name`` with its options; InputError with an install hint when
+    ``genfocus`` cannot be imported."""
     check_renderer(name)
+    if name == "genfocus":
+        try:
+            from trainset.focus.genfocus.backends import GenFocusRenderer
+        except ImportError as exc:
+            raise InputError(
+                f"renderer 'genfocus' cannot be imported: {exc}",
+                key="--renderer",
+                expected="the genfocus extra: pip install 'trainset[genfocus]'",
+                found=str(exc),
+            ) from exc
+        return GenFocusRenderer(**options)
     return LayeredRenderer(**options)  # type: ignore[arg-type]

@@ -1,10 +1,12 @@
-"""Scene stage ``renders``: defocus renders (``bokeh_renders/``) with the renderer ``layered``.
+"""Scene stage ``renders``: defocus renders (``bokeh_renders/``) with a renderer.
 
 ``run_renders(out_root, scene_id, params)`` follows the ``Stage.run`` signature; ``params`` are
 the labels parameters (``max_coc``, ``n_sets``, ``coc_model``) plus ``sensor_width_m`` (default
-0.036), ``renderer`` (``layered``), ``layer_step_px`` and ``max_layers``. The lens settings are the
-scene's own sets (the same as the focus maps'); the CoC of each pixel in pixels is
-``c_m * width_px / sensor_width_m``. It also records the renderer in ``metadata.json``.
+0.036), ``renderer`` (``layered`` or ``genfocus``), ``layer_step_px`` and ``max_layers``
+(layered) or ``renderer_options`` (genfocus). The lens settings are the scene's own sets (the
+same as the focus maps'); the CoC of each pixel in pixels is ``c_m * width_px / sensor_width_m``.
+It also records the renderer in ``metadata.json`` (for genfocus also K and the working size of
+each set, ``renderer_sets``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from trainset.focus.optics import (
     DEFAULT_FOCUS_RANGE,
     DEFAULT_N_SETS,
     DEFAULT_SENSOR_WIDTH_M,
+    coc_px_per_disparity,
     signed_coc_px,
 )
 from trainset.store import atomic_write_png, read_npz_array, read_png
@@ -46,12 +49,19 @@ def renders_params(
     renderer: str = "layered",
     layer_step_px: float | None = None,
     max_layers: int | None = None,
+    renderer_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Checked parameters of the renders stage (all of them shape the output); layer settings
-    default to the renderer's."""
+    default to the renderer's. ``renderer_options`` (genfocus only) are hashed with the
+    renderer's parameters; building it to get them loads no weights."""
     # torch is imported only here and in run_renders, so that loading the stage registry
     # stays light (the runner forks its workers when torch is not loaded).
-    from trainset.focus.render import DEFAULT_LAYER_STEP_PX, DEFAULT_MAX_LAYERS, check_renderer
+    from trainset.focus.render import (
+        DEFAULT_LAYER_STEP_PX,
+        DEFAULT_MAX_LAYERS,
+        check_renderer,
+        make_renderer,
+    )
 
     if not 1e-3 <= sensor_width_m <= 0.1:
         raise InputError(
@@ -60,13 +70,25 @@ def renders_params(
             expected="0.001..0.1 m (full frame 0.036)",
             found=sensor_width_m,
         )
-    return {
+    params = {
         **labels_params(max_coc, n_sets=n_sets, coc_model=coc_model, focus_range=focus_range),
         "sensor_width_m": float(sensor_width_m),
         "renderer": check_renderer(renderer),
         "layer_step_px": float(DEFAULT_LAYER_STEP_PX if layer_step_px is None else layer_step_px),
         "max_layers": int(DEFAULT_MAX_LAYERS if max_layers is None else max_layers),
     }
+    if renderer_options and renderer != "genfocus":
+        raise InputError(
+            f"renderer '{renderer}' takes no --renderer-option",
+            key="--renderer-option",
+            expected="none (or --renderer genfocus)",
+            found=sorted(renderer_options),
+        )
+    if renderer == "genfocus":
+        options = dict(renderer_options or {})
+        params["renderer_options"] = options
+        params["renderer_params"] = make_renderer(renderer, **options).params()
+    return params
 
 
 def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:
@@ -84,18 +106,24 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
         renderer=str(params.get("renderer", "layered")),
         layer_step_px=params.get("layer_step_px"),
         max_layers=params.get("max_layers"),
+        renderer_options=params.get("renderer_options"),
     )
     from trainset.focus.render import make_renderer
 
     sets = scene_sets(out_root, scene_id, checked)
     n_frames = depth_frame_count(out_root, scene_id)
-    renderer = make_renderer(
-        checked["renderer"],
-        layer_step_px=checked["layer_step_px"],
-        max_layers=checked["max_layers"],
-    )
+    if "renderer_options" in checked:
+        renderer = make_renderer(checked["renderer"], **checked["renderer_options"])
+    else:
+        renderer = make_renderer(
+            checked["renderer"],
+            layer_step_px=checked["layer_step_px"],
+            max_layers=checked["max_layers"],
+        )
+    frame_shape: tuple[int, int] | None = None
     for t in range(n_frames):
         image = read_png(frame_path(out_root, scene_id, t))
+        frame_shape = (int(image.shape[0]), int(image.shape[1]))
         depth = read_npz_array(depth_path(out_root, scene_id, t), "depth").astype(np.float32)
         if depth.shape != image.shape[:2]:
             raise InputError(
@@ -125,5 +153,21 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
     record["renderer"] = checked["renderer"]
     record["sensor_width_m"] = checked["sensor_width_m"]
     record["renderer_params"] = renderer.params()
+    set_record = getattr(renderer, "set_record", None)
+    if set_record is not None and frame_shape is not None:
+        record["renderer_sets"] = [
+            set_record(
+                frame_shape,
+                coc_px_per_disparity(
+                    lens["f"],
+                    lens["N"],
+                    lens["S_focus"],
+                    frame_shape[1],
+                    sensor_width_m=checked["sensor_width_m"],
+                    coc_model=checked["coc_model"],
+                ),
+            )
+            for lens in sets
+        ]
     write_metadata(out_root, scene_id, record, keep_render=False)
     return {"frames": n_frames, "sets": len(sets), "renders": n_frames * len(sets)}

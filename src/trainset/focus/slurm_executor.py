@@ -151,6 +151,16 @@ def job_words(step_argv: Sequence[str]) -> tuple[str, ...]:
     return tuple(words)
 
 
+def genfocus_steps(args: argparse.Namespace) -> list[str]:
+    """The steps of a run that use GenFocus (they get :data:`GENFOCUS_RESOURCES`)."""
+    steps = []
+    if getattr(args, "deblur_backend", None) == "genfocus":
+        steps.append("deblur")
+    if getattr(args, "renderer", None) == "genfocus":
+        steps.append("render")
+    return steps
+
+
 def run_on_slurm(
     args: argparse.Namespace,
     steps: Sequence[Sequence[str]],
@@ -177,7 +187,7 @@ def run_on_slurm(
     argv = {step[0]: list(step) for step in steps}
     parsed = {name: parser.parse_args(["focus", *step]) for name, step in argv.items()}
     out = Path(args.out_root).resolve()
-    config = load_slurm_config(args.slurm_config)
+    config = load_slurm_config(args.slurm_config, genfocus_steps=genfocus_steps(args))
     command = ["trainset", "focus", "run", "--raw-root", str(Path(args.raw_root).resolve())]
     command += ["--out-root", str(out), "--executor", "slurm"]
     if args.slurm_config is not None:

@@ -80,6 +80,7 @@ class StageResources:
     gres: str | None = None
     throttle: int | None = None
     account: str | None = None
+    constraint: str | None = None
 
 
 # The plan's SLURM blocks (focus-pipeline-plan.md, Phases 2-7): deblur %32 and depth/render %16
@@ -92,7 +93,20 @@ PLAN_RESOURCES: dict[str, StageResources] = {
     "validate": StageResources("cpu", 1, "16G", "00:30:00"),
 }
 
-_RESOURCE_KEYS = ("partition", "cpus", "mem", "time", "gres", "throttle", "account")
+# Steps that run GenFocus (FLUX.1-dev, 12B parameters) instead of the plan's models: host
+# memory to load the bf16 weights (~24 GB transformer, ~10 GB T5 the first time a prompt is
+# encoded), more time (28 flow steps per frame and render set). The GPU needs >= 48 GB (the
+# official README reports ~45 GB peak); SLURM has no portable request for GPU memory, so a
+# cluster with smaller GPUs needs the GPU type in ``gres`` (gpu:h100:1) or a node feature in
+# ``constraint`` (docs/focus-genfocus.md, docs/slurm.md).
+GENFOCUS_RESOURCES: dict[str, StageResources] = {
+    "deblur": StageResources("gpu", 8, "96G", "08:00:00", "gpu:1", 32),
+    "render": StageResources("gpu", 8, "96G", "24:00:00", "gpu:1", 16),
+}
+
+_RESOURCE_KEYS = (
+    "partition", "cpus", "mem", "time", "gres", "throttle", "account", "constraint",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -115,7 +129,7 @@ def _check_resource_value(key: str, value: Any, source: str, step: str) -> Any:
         return value
     if key == "gres" and value in (None, "", "none"):
         return None
-    if key == "account" and value in (None, ""):
+    if key in ("account", "constraint") and value in (None, ""):
         return None
     if not isinstance(value, str) or not value.strip():
         raise InputError("must be a non-empty string", file=source, key=where, found=value)
@@ -128,13 +142,18 @@ def _check_resource_value(key: str, value: Any, source: str, step: str) -> Any:
     return value.strip()
 
 
-def load_slurm_config(path: str | os.PathLike[str] | None = None) -> SlurmConfig:
-    """The plan's resources, overridden by a YAML file when given.
+def load_slurm_config(
+    path: str | os.PathLike[str] | None = None, *, genfocus_steps: Iterable[str] = ()
+) -> SlurmConfig:
+    """The plan's resources (:data:`GENFOCUS_RESOURCES` for ``genfocus_steps``), overridden by a
+    YAML file when given.
 
     File layout: ``{"setup": [lines...], "stages": {step: {partition, cpus, mem, time, gres,
-    throttle, account}}}``; any key left out keeps the plan's value, ``gres: none`` drops it.
+    throttle, account, constraint}}}``; any key left out keeps the default, ``gres: none``
+    drops it.
     """
     resources = dict(PLAN_RESOURCES)
+    resources.update({step: GENFOCUS_RESOURCES[step] for step in genfocus_steps})
     if path is None:
         return SlurmConfig(resources)
     source = str(path)
@@ -584,6 +603,8 @@ def render_script(
     ]
     if resources.account:
         lines.append(f"#SBATCH --account={resources.account}")
+    if resources.constraint:
+        lines.append(f"#SBATCH --constraint={resources.constraint}")
     lines += [f"#SBATCH --output={logs / pattern}", "set -euo pipefail", *setup]
     index = f'"$((SLURM_ARRAY_TASK_ID + ${{{OFFSET_VAR}:-0}}))"'
     words = [index if (array and word == TASK_INDEX) else shlex.quote(word) for word in argv]
