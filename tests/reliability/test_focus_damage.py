@@ -64,8 +64,8 @@ def _bit_rot(path: Path) -> None:
 
 
 def _huge_header_npz(path: Path, key: str) -> None:
-    """An NPZ whose member header claims a (100000, 100000) float16 array (18.6 GiB)."""
-    header = "{'descr': '<f2', 'fortran_order': False, 'shape': (100000, 100000), }"
+    """An NPZ whose member header claims a (1000000, 1000000) float16 array (1.82 TiB)."""
+    header = "{'descr': '<f2', 'fortran_order': False, 'shape': (1000000, 1000000), }"
     header = header + " " * (63 - len(header) % 64) + "\n"
     member = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\0" * 64
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
