@@ -14,7 +14,7 @@ import argparse
 import os
 from pathlib import Path
 
-from trainset.cli import EXIT_FAILURES, EXIT_OK
+from trainset.cli_tools import EXIT_FAILURES, EXIT_OK
 from trainset.errors import InputError
 
 # Environment variable naming the real-data folder (default: ../shared/data beside the checkout).

@@ -146,7 +146,7 @@ def run_doctor(out_root: Path, stream: TextIO = sys.stdout) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``trainset doctor``."""
-    from trainset.cli import flag
+    from trainset.cli_tools import flag
 
     p = sub.add_parser(
         "doctor",

@@ -207,28 +207,32 @@ def test_focus_maps_of_the_run_are_the_plans_formula_on_the_stored_depth(finishe
             )
 
 
-def test_run_forwards_the_depth_model_options_to_the_depth_step(tmp_path):
+def _run_config(tmp_path, *extra):
     from trainset.cli import build_parser
-    from trainset.focus.cli_phases import run_steps
+    from trainset.focus.cli import run_config
 
-    args = build_parser().parse_args(
-        ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o"),
-         "--depth-backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
-         "--input_size", "56", "--device", "cpu"]
+    argv = ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o")]
+    return run_config(build_parser().parse_args([*argv, *extra]))
+
+
+def test_run_forwards_the_depth_model_options_to_the_depth_step(tmp_path):
+    config = _run_config(
+        tmp_path, "--depth-backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
+        "--input_size", "56", "--device", "cpu", "--depth-option", "batch=8",
     )  # fmt: skip
-    depth = next(step for step in run_steps(args) if step[0] == "depth")
-    assert depth[depth.index("--backend") :] == [
-        "--backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
-        "--input-size", "56", "--device", "cpu", "--min-valid-fraction", "0.5",
-    ]  # fmt: skip
+    assert config.depth.backend_options() == {
+        "batch": "8",
+        "checkpoint": "m.pth",
+        "encoder": "vits",
+        "input_size": 56,
+        "device": "cpu",
+    }
 
 
 def _steps(tmp_path, *extra):
-    from trainset.cli import build_parser
-    from trainset.focus.cli_phases import run_steps
+    from trainset.focus.steps import plan_run
 
-    argv = ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o")]
-    return [step[0] for step in run_steps(build_parser().parse_args([*argv, *extra]))]
+    return [step.name for step in plan_run(_run_config(tmp_path, *extra), []).steps]
 
 
 def _write_stats(tmp_path, **stats):
@@ -257,7 +261,7 @@ def test_run_calibrates_only_when_no_usable_statistics_may_feed_renders(
     extra = [] if max_coc is None else ["--max-coc", max_coc]
     steps = _steps(tmp_path, *extra, "--sets", "4", "--coc-model", "plan")
     assert ("calibrate" in steps) is calibrates
-    assert steps[:3] == ["index", "deblur", "depth"]
+    assert steps[:2] == ["deblur", "depth"]
 
 
 def test_unreadable_statistics_are_recalibrated(tmp_path):

@@ -170,7 +170,7 @@ def test_unknown_backend_exits_2(indexed_small, capsys):
 def test_backend_option_without_equals_exits_2(indexed_small, capsys):
     out = indexed_small
     assert main(["focus", "deblur", "--out-root", str(out), "--backend-option", "x"]) == 2
-    assert "backend option must be KEY=VALUE" in capsys.readouterr().err
+    assert "key '--backend-option': option must be KEY=VALUE" in capsys.readouterr().err
 
 
 def test_stage_without_index_exits_2(tmp_path, capsys):

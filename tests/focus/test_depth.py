@@ -21,9 +21,10 @@ from trainset.focus.depth_backends import (
     register_depth_backend,
 )
 from trainset.focus.index import build_index
+from trainset.focus.layout import scene_ids
 from trainset.focus.stages import DEBLUR, DEPTH
 from trainset.pipeline.dataset_files import read_failures
-from trainset.pipeline.runner import run_stage, scene_ids
+from trainset.pipeline.runner import run_stage
 from trainset.store.codecs import read_npz_array
 
 PASSTHROUGH = {

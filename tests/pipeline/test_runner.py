@@ -13,7 +13,7 @@ from trainset.pipeline.dataset_files import (
     record_config,
     write_scene_log,
 )
-from trainset.pipeline.runner import run_stage, select_scenes
+from trainset.pipeline.runner import run_stage
 from trainset.pipeline.stage import Stage, get_stage, register_stage
 from trainset.store.hashing import params_hash
 from trainset.store.sentinels import read_sentinel
@@ -136,30 +136,6 @@ def test_record_config_merges_sections(tmp_path):
     record_config(tmp_path, "index", {"seed": 7})
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config == {"index": {"seed": 7}, "deblur": {"backend": "passthrough"}}
-
-
-def test_select_scenes_by_task_index_uses_sorted_order(tmp_path):
-    _index(tmp_path, ["z", "m", "a"])
-    assert select_scenes(tmp_path, task_index=1) == ["m"]
-    assert select_scenes(tmp_path, scene="z") == ["z"]
-    assert select_scenes(tmp_path) == ["a", "m", "z"]
-
-
-def test_select_scenes_rejects_out_of_range_task_index(tmp_path):
-    _index(tmp_path)
-    with pytest.raises(InputError, match=r"task index out of range \(expected 0..2, found 3\)"):
-        select_scenes(tmp_path, task_index=3)
-
-
-def test_select_scenes_rejects_unknown_scene(tmp_path):
-    _index(tmp_path)
-    with pytest.raises(InputError, match="scene is not in the scene index"):
-        select_scenes(tmp_path, scene="nope")
-
-
-def test_select_scenes_without_index_says_to_run_index(tmp_path):
-    with pytest.raises(InputError, match="run `trainset focus index` first"):
-        select_scenes(tmp_path)
 
 
 def test_run_stage_rejects_zero_workers(tmp_path):

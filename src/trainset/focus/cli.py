@@ -1,20 +1,42 @@
-"""`trainset focus ...` sub-commands: index, deblur, depth, status.
+"""`trainset focus ...`: a thin command line over :mod:`trainset.focus.steps`.
 
-Scene stages share ``--out-root``, ``--scene ID`` | ``--task-index I``, ``--workers N`` and
-``--force`` (:func:`add_scene_options`) and run through :func:`run_scene_stage`, which records
-the stage's parameters in ``{out_root}/config.yaml`` and maps the outcome to an exit code.
+The options of every stage come from its config dataclass (:mod:`trainset.focus.config`): a
+stage command (``focus depth``) and ``focus run`` build them with
+:func:`trainset.cli_tools.add_options` from the same fields, and the commands call the same
+step actions the executors run. Scene stages share ``--out-root``, ``--scene ID`` |
+``--task-index I``, ``--workers N`` and ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from trainset.cli import EXIT_FAILURES, EXIT_OK, add_group, flag
+from trainset.cli_tools import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    add_group,
+    add_options,
+    config_dict,
+    flag,
+    from_args,
+)
 from trainset.errors import InputError
+from trainset.focus.config import (
+    CalibrateConfig,
+    DeblurConfig,
+    DepthConfig,
+    IndexConfig,
+    LensConfig,
+    RenderConfig,
+    RunConfig,
+)
+
+STAGE_EPILOG = (
+    "Exit codes: 0 all scenes done, 1 some scenes failed or are blocked by a failure "
+    "(listed), 2 bad usage or input."
+)
 
 
 def add_root_options(parser: argparse.ArgumentParser, *, raw: bool = False) -> None:
@@ -44,66 +66,10 @@ def add_scene_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_depth_validity_options(parser: argparse.ArgumentParser) -> None:
-    """Sensor conventions of provided depth and the valid-pixel threshold (depth and run)."""
-    from trainset.focus.depth import DEFAULT_MIN_VALID_FRACTION
-    from trainset.focus.depth_backends import DEFAULT_DEPTH_RANGE_M
+def _scenes(args: argparse.Namespace) -> list[str]:
+    from trainset.focus.layout import select_scenes
 
-    parser.add_argument(
-        *flag("--depth-invalid"),
-        dest="depth_invalid",
-        metavar="CODES",
-        help="provided: integer depth values meaning 'no measurement', e.g. 0,65535, or none "
-        "(default: 0 and the dtype's maximum)",
-    )
-    parser.add_argument(
-        *flag("--depth-range"),
-        dest="depth_range",
-        metavar="MIN,MAX",
-        help="provided: metres outside which depth is 'no measurement' "
-        f"(default {DEFAULT_DEPTH_RANGE_M[0]:g},{DEFAULT_DEPTH_RANGE_M[1]:g}; e.g. 0.3,8 for a "
-        "Kinect)",
-    )
-    parser.add_argument(
-        *flag("--min-valid-fraction"),
-        dest="min_valid_fraction",
-        type=float,
-        default=DEFAULT_MIN_VALID_FRACTION,
-        help="a scene fails when a frame has fewer valid depth pixels than this fraction "
-        f"(default {DEFAULT_MIN_VALID_FRACTION:g}); holes are filled with the scene median",
-    )
-
-
-def parse_options(items: list[str] | None) -> dict[str, str]:
-    """``KEY=VALUE`` strings of ``--backend-option`` as a dict."""
-    options: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError("backend option must be KEY=VALUE", key="--backend-option", found=item)
-        options[key.replace("-", "_")] = value
-    return options
-
-
-def run_scene_stage(args: argparse.Namespace, stage_name: str, params: Mapping[str, Any]) -> int:
-    """Run registered stage ``stage_name`` over the selected scenes; print a summary; exit code."""
-    from trainset.focus import stages  # noqa: F401  (registers the focus stages)
-    from trainset.pipeline.runner import run_stage, select_scenes
-    from trainset.pipeline.stage import get_stage
-
-    stage = get_stage(stage_name)
-    scenes = select_scenes(args.out_root, scene=args.scene, task_index=args.task_index)
-    summary = run_stage(
-        stage,
-        args.out_root,
-        scenes,
-        params,
-        workers=args.workers,
-        force=args.force,
-        command_prefix="trainset focus",
-    )
-    print(summary.report())
-    return summary.exit_code
+    return select_scenes(args.out_root, scene=args.scene, task_index=args.task_index)
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -119,88 +85,108 @@ def _extract(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     from trainset.focus.index import build_index
 
+    config = from_args(IndexConfig, args)
     result = build_index(
         args.raw_root,
         args.out_root,
-        min_frames=args.min_frames,
-        seed=args.seed,
+        min_frames=config.min_frames,
+        seed=config.seed,
         workers=args.workers,
     )
     print(result.report())
     return EXIT_OK
 
 
-def deblur_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The deblur stage's parameters (its sentinel hash) from `trainset focus deblur` options."""
-    from trainset.focus.deblur import make_deblur_backend
-
-    options = parse_options(args.backend_option)
-    backend = make_deblur_backend(args.backend, **options)
-    if not 0 < args.sharpness_ratio < 1:
-        raise InputError(
-            "sharpness ratio must be in (0, 1)",
-            key="--sharpness-ratio",
-            expected="0 < r < 1",
-            found=args.sharpness_ratio,
-        )
-    params = {
-        "backend": args.backend,
-        "options": options,
-        "backend_params": backend.params(),
-        "sharpness_ratio": args.sharpness_ratio,
-    }
-    return params
-
-
 def _deblur(args: argparse.Namespace) -> int:
-    return run_scene_stage(args, "deblur", deblur_params(args))
+    from trainset.focus.steps import deblur_action
 
-
-def depth_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The depth stage's parameters (its sentinel hash) from `trainset focus depth` options."""
-    from trainset.focus.depth import depth_backend_for
-
-    options: dict[str, Any] = parse_options(args.backend_option)
-    if args.checkpoint is not None:
-        options["checkpoint"] = str(args.checkpoint)
-    if args.depth_scale is not None:
-        options["depth_scale"] = args.depth_scale
-    if args.depth_invalid is not None:
-        options["invalid_codes"] = args.depth_invalid
-    if args.depth_range is not None:
-        options["depth_range"] = args.depth_range
-    for key in ("encoder", "input_size", "device"):  # vda options, passed only when given
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    low, high = args.median_range
-    if not 0 < low < high:
-        raise InputError(
-            "median range must be 0 < LOW < HIGH",
-            key="--median-range",
-            expected="0 < LOW < HIGH",
-            found=(low, high),
-        )
-    if not 0 < args.min_valid_fraction <= 1:
-        raise InputError(
-            "minimum valid fraction must be in (0, 1]",
-            key="--min-valid-fraction",
-            expected="0 < f <= 1",
-            found=args.min_valid_fraction,
-        )
-    base = {"backend": args.backend, "options": options}
-    backend = depth_backend_for(base)
-    params = {
-        **base,
-        "backend_params": backend.params(),
-        "median_range_m": [low, high],
-        "consistency_threshold": args.consistency_threshold,
-        "min_valid_fraction": args.min_valid_fraction,
-    }
-    return params
+    params = config_dict(from_args(DeblurConfig, args))
+    return deblur_action(
+        args.out_root, params, _scenes(args), workers=args.workers, force=args.force
+    )
 
 
 def _depth(args: argparse.Namespace) -> int:
-    return run_scene_stage(args, "depth", depth_params(args))
+    from trainset.focus.steps import depth_action
+
+    params = config_dict(from_args(DepthConfig, args))
+    return depth_action(
+        args.out_root, params, _scenes(args), workers=args.workers, force=args.force
+    )
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from trainset.focus.steps import calibrate_action
+
+    params = {
+        "calibrate": config_dict(from_args(CalibrateConfig, args)),
+        "lens": config_dict(from_args(LensConfig, args)),
+    }
+    return calibrate_action(args.out_root, params, None)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from trainset.focus.steps import render_action
+
+    params = {
+        "max_coc": args.max_coc,
+        "lens": config_dict(from_args(LensConfig, args)),
+        "render": config_dict(from_args(RenderConfig, args)),
+        "only": args.only,
+    }
+    return render_action(
+        args.out_root, params, _scenes(args), workers=args.workers, force=args.force
+    )
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from trainset.focus.steps import validate_action
+
+    out_root: Path = args.out_root
+    if (
+        args.scene_index is not None
+        and args.scene_index.resolve() != (out_root / "scene_index.json").resolve()
+    ):
+        raise InputError(
+            "the scene index must be the output root's",
+            key="--scene-index",
+            expected=out_root / "scene_index.json",
+            found=args.scene_index,
+        )
+    params = {"report": str(args.report) if args.report else None, "requeue": args.requeue}
+    return validate_action(out_root, params, None, workers=args.workers)
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The :class:`RunConfig` of a parsed `trainset focus run`."""
+    stages = {
+        name: from_args(type(default), args, prefix=name)
+        for name, default in RunConfig(Path(), Path()).stages().items()
+    }
+    return RunConfig(
+        raw_root=args.raw_root,
+        out_root=args.out_root,
+        max_coc=args.max_coc,
+        workers=args.workers,
+        **stages,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from trainset.focus.steps import SlurmOptions, run
+
+    if args.executor == "local":
+        for option, given in (("--dry-run", args.dry_run), ("--slurm-config", args.slurm_config)):
+            if given:
+                raise InputError(
+                    f"{option} only applies to the SLURM executor",
+                    key=option,
+                    expected="--executor slurm",
+                    found="--executor local",
+                )
+    slurm = SlurmOptions(config_file=args.slurm_config, dry_run=args.dry_run)
+    command = getattr(args, "command_line", ["trainset", "focus", "run"])
+    return run(run_config(args), executor=args.executor, slurm=slurm, command=command)
 
 
 def status_table(out_root: Path) -> tuple[str, bool]:
@@ -209,10 +195,10 @@ def status_table(out_root: Path) -> tuple[str, bool]:
     ``failed``: the stage's last run on the scene raised; ``blocked``: a stage it needs failed
     (the line names that stage); ``pending``: not run yet.
     """
+    from trainset.focus.layout import scene_ids
     from trainset.focus.pack import PACK_DIR, PACK_FILE, open_packed
     from trainset.focus.problems import rejected_scenes
     from trainset.focus.stages import FOCUS_STAGES
-    from trainset.pipeline.runner import scene_ids
     from trainset.pipeline.scene_state import stage_states
 
     ids = scene_ids(out_root)
@@ -260,9 +246,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    from trainset.focus.layout import scene_ids
     from trainset.focus.pack import pack_dataset
     from trainset.pipeline.progress import Progress
-    from trainset.pipeline.runner import scene_ids
 
     scenes = args.scene or None
     with Progress(len(scenes) if scenes else len(scene_ids(args.out_root)), "pack") as bar:
@@ -295,13 +281,12 @@ def _report(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `trainset focus` and its sub-commands."""
-    from trainset.focus.index import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
     from trainset.focus.report import FocusReportOptions
+    from trainset.focus.steps import RENDER_ONLY
 
     focus = add_group(
         sub, "focus", "FocusMamba data pipeline: index, deblur, depth, calibrate, render, validate."
     )
-    epilog = "Exit codes: 0 all scenes done, 1 some scenes failed, 2 bad usage or input."
 
     p = focus.add_parser(
         "extract",
@@ -327,88 +312,115 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="Exit codes: 0 index written, 2 bad usage or no usable scene.",
     )
     add_root_options(p, raw=True)
-    p.add_argument(*flag("--min-frames"), dest="min_frames", type=int, default=DEFAULT_MIN_FRAMES)
-    p.add_argument("--seed", type=int, default=DEFAULT_SPLIT_SEED, help="split seed (plan: 42)")
+    add_options(p, IndexConfig)
     p.add_argument(
         "--workers", type=int, default=1, help="scenes validated in parallel (processes)"
     )
     p.set_defaults(func=_index)
 
-    p = focus.add_parser("deblur", help="sharp frames (frames_sharp/)", epilog=epilog)
+    p = focus.add_parser("deblur", help="sharp frames (frames_sharp/)", epilog=STAGE_EPILOG)
     add_scene_options(p)
-    p.add_argument(
-        "--backend",
-        default="passthrough",
-        help="passthrough | unsharp | genfocus (GenFocus DeblurNet on FLUX.1-dev; "
-        "docs/focus-genfocus.md)",
-    )
-    p.add_argument(
-        "--backend-option", action="append", metavar="KEY=VALUE", help="backend option (repeat)"
-    )
-    p.add_argument(
-        *flag("--sharpness-ratio"),
-        dest="sharpness_ratio",
-        type=float,
-        default=0.25,
-        help="flag frames below this fraction of their scene's median sharpness",
-    )
+    add_options(p, DeblurConfig)
     p.set_defaults(func=_deblur)
 
-    p = focus.add_parser("depth", help="metric depth (depth_maps/)", epilog=epilog)
+    p = focus.add_parser("depth", help="metric depth (depth_maps/)", epilog=STAGE_EPILOG)
     add_scene_options(p)
-    p.add_argument("--backend", default="provided", help="provided | vda")
-    p.add_argument("--checkpoint", type=Path, help="model checkpoint (vda)")
-    p.add_argument(
-        "--encoder",
-        choices=["vits", "vitb", "vitl"],
-        help="vda model size (default: inferred from the checkpoint)",
-    )
-    p.add_argument(
-        *flag("--input-size"),
-        dest="input_size",
-        type=int,
-        help="vda: short side fed to the model, multiple of 14 (default 518)",
-    )
-    p.add_argument("--device", help="vda: auto (default), cpu, cuda or cuda:N")
-    p.add_argument(
-        *flag("--depth-scale"),
-        dest="depth_scale",
-        type=float,
-        help="provided: units per metre of integer depth (16-bit PNG, integer .npy; default 1000 = mm)",
-    )
-    add_depth_validity_options(p)
-    p.add_argument(
-        "--backend-option", action="append", metavar="KEY=VALUE", help="backend option (repeat)"
-    )
-    p.add_argument(
-        *flag("--median-range"),
-        dest="median_range",
-        type=float,
-        nargs=2,
-        metavar=("LOW", "HIGH"),
-        default=[2.0, 50.0],
-        help="median depth outside this range (m) is logged as a sanity warning",
-    )
-    p.add_argument(
-        *flag("--consistency-threshold"),
-        dest="consistency_threshold",
-        type=float,
-        default=0.15,
-        help="flag scenes where mean|d[t+1]-d[t]|/mean(d[t]) exceeds this",
-    )
+    add_options(p, DepthConfig)
     p.set_defaults(func=_depth)
 
     p = focus.add_parser(
+        "calibrate",
+        help="CoC distribution of a sample of scenes -> logs/coc_stats.json, recommended max_coc",
+        epilog="Exit codes: 0 statistics written, 2 bad usage or no depth to calibrate on.",
+    )
+    add_root_options(p)
+    add_options(p, CalibrateConfig)
+    add_options(p, LensConfig)
+    p.set_defaults(func=_calibrate)
+
+    p = focus.add_parser(
+        "render",
+        help="focus maps (focus_maps/) and defocus renders (bokeh_renders/) for a chosen max_coc",
+        epilog=STAGE_EPILOG,
+    )
+    add_scene_options(p)
+    p.add_argument(
+        *flag("--max-coc"),
+        dest="max_coc",
+        required=True,
+        help="max CoC in metres on the sensor (e.g. 0.0005), or from-stats "
+        "(logs/coc_stats.json recommended_max_coc): the plan's manual gate",
+    )
+    add_options(p, LensConfig)
+    add_options(p, RenderConfig)
+    p.add_argument("--only", choices=RENDER_ONLY, help="run only the labels or only the renders")
+    p.set_defaults(func=_render)
+
+    p = focus.add_parser(
+        "validate",
+        help="check every scene's outputs -> logs/validation_report.json",
+        epilog="Exit codes: 0 every scene passes, 1 some scene fails, 2 bad usage or input.",
+    )
+    add_root_options(p)
+    p.add_argument("--report", type=Path, help="default logs/validation_report.json")
+    p.add_argument(
+        *flag("--scene-index"),
+        dest="scene_index",
+        type=Path,
+        help="(plan) must be OUT/scene_index.json",
+    )
+    p.add_argument(
+        "--requeue",
+        action="store_true",
+        help="re-run the failing stage(s) of each failed scene, then validate again",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes for --requeue")
+    p.set_defaults(func=_validate)
+
+    p = focus.add_parser(
+        "run",
+        help="index, deblur, depth, calibrate; with --max-coc also render and validate",
+        description="Every option of the stage commands is an option of run too (those that "
+        "would collide carry the stage's name: --deblur-backend, --depth-option, ...).",
+        epilog="Exit codes: 0 done (or stopped at the gate), 1 some scenes failed or are "
+        "blocked (listed, with the command that retries them), 2 bad usage or input.",
+    )
+    add_root_options(p, raw=True)
+    p.add_argument(
+        *flag("--max-coc"),
+        dest="max_coc",
+        help="continue past the gate with this max CoC (metres) or from-stats",
+    )
+    for name, default in RunConfig(Path(), Path()).stages().items():
+        add_options(p, type(default), prefix=name)
+    p.add_argument("--workers", type=int, default=1, help="scenes processed in parallel")
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: run here; slurm: submit sbatch array jobs (docs/slurm.md)",
+    )
+    p.add_argument(
+        *flag("--slurm-config"),
+        dest="slurm_config",
+        type=Path,
+        help="YAML file of per-stage SLURM resources (default: the plan's)",
+    )
+    p.add_argument(
+        *flag("--dry-run"),
+        dest="dry_run",
+        action="store_true",
+        help="with --executor slurm: write and print the job scripts and sbatch commands only",
+    )
+    p.set_defaults(func=_run)
+
+    p = focus.add_parser(
         "status",
-        help="stages x (done, pending, failed)",
+        help="stages x (done, pending, failed, blocked)",
         epilog="Exit codes: 0 no failed scene, 1 some failed, 2 bad usage.",
     )
     add_root_options(p)
     p.set_defaults(func=_status)
-
-    from trainset.focus.cli_phases import register_commands
-
-    register_commands(focus)
 
     p = focus.add_parser(
         "pack",

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from trainset.errors import InputError
-from trainset.focus.layout import SPLITS
+from trainset.focus.layout import METADATA_FILE, SPLIT_FILE, SPLITS, scene_ids
 from trainset.focus.pack import (
     PackedScene,
     frame_count,
@@ -41,7 +41,6 @@ from trainset.focus.pack import (
     read_sets,
 )
 from trainset.loading.sampler import checked_rank
-from trainset.pipeline.runner import scene_ids
 from trainset.pipeline.seeds import derive_seed
 
 MODALITIES = ("frames", "focus", "depth", "bokeh")
@@ -117,7 +116,7 @@ class FocusClipDataset(Dataset[dict[str, Any]]):
                 if not 0 <= s < len(scene.sets):
                     raise InputError(
                         f"scene {scene_id}: CoC set {s} does not exist",
-                        file=path / "metadata.json",
+                        file=path / METADATA_FILE,
                         expected=f"0..{len(scene.sets) - 1}",
                         found=s,
                     )
@@ -244,7 +243,7 @@ class FocusClipDataset(Dataset[dict[str, Any]]):
 
 def _read_split(scene_dir: Path) -> str:
     """The scene's ``split.txt`` (train, val or test)."""
-    path = scene_dir / "split.txt"
+    path = scene_dir / SPLIT_FILE
     try:
         split = path.read_text(encoding="utf-8").strip()
     except OSError:

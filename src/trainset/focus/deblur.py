@@ -22,7 +22,8 @@ import numpy as np
 
 from trainset.errors import InputError, TrainsetError
 from trainset.focus.backend_registry import BackendRegistry
-from trainset.focus.scenes import scene_frames
+from trainset.focus.config import DEFAULT_SHARPNESS_RATIO
+from trainset.focus.layout import SHARP_DIR, scene_frames
 from trainset.pipeline.dataset_files import write_scene_log
 from trainset.store.atomic import atomic_write_png
 from trainset.store.codecs import encode_csv, read_png
@@ -30,15 +31,12 @@ from trainset.store.codecs import encode_csv, read_png
 if TYPE_CHECKING:
     import torch
 
-SHARP_DIR = "frames_sharp"
 SHARPNESS_LOG = "sharpness.csv"
 SHARPNESS_WARNINGS = "sharpness_warnings.txt"
 PSNR_LOG = "deblur_psnr.csv"
 # The plan's temporal batching: 16-frame batches with stride 8, overlapping predictions averaged.
 DEFAULT_BATCH = 16
 DEFAULT_STRIDE = 8
-# A frame whose sharpness is below this fraction of its scene's median is flagged.
-DEFAULT_SHARPNESS_RATIO = 0.25
 
 T = TypeVar("T")
 

@@ -44,18 +44,18 @@ def run_focus_demo(
 ) -> FocusDemoResult:
     """Generate ``n_scenes`` synthetic scenes of ``n_frames`` frames of ``size`` (H, W) px and run
     the full focus pipeline on them with ``max_coc`` taken from the calibration."""
-    from trainset.cli import build_parser
+    from trainset.focus.config import IndexConfig, RunConfig
     from trainset.focus.report import build_focus_report
+    from trainset.focus.steps import run
     from trainset.focus.synthetic import generate_scenes
 
     raw, dataset = Path(out) / "raw", Path(out) / "dataset"
     generate_scenes(raw, n_scenes=n_scenes, n_frames=n_frames, size=size, seed=0)
-    argv = [
-        "focus", "run", "--raw-root", str(raw), "--out-root", str(dataset),
-        "--min-frames", str(n_frames), "--max-coc", "from-stats", "--workers", str(workers),
-    ]  # fmt: skip
-    args = build_parser().parse_args(argv)
-    code = args.func(args)
+    config = RunConfig(
+        raw, dataset, max_coc="from-stats", workers=workers, index=IndexConfig(min_frames=n_frames)
+    )
+    command = ["trainset", "demo", "--out", str(Path(out).parent)]
+    code = run(config, command=command)
     stats_path = dataset / "logs" / "coc_stats.json"
     report_path = dataset / "logs" / "validation_report.json"
     stats = read_json(stats_path) if stats_path.exists() else {}

@@ -24,14 +24,18 @@ import numpy as np
 from PIL import Image
 
 from trainset.errors import InputError
-from trainset.focus.deblur import SHARP_DIR, frame_name
+from trainset.focus.config import (
+    DEFAULT_CONSISTENCY_THRESHOLD,
+    DEFAULT_MEDIAN_RANGE_M,
+    DEFAULT_MIN_VALID_FRACTION,
+)
+from trainset.focus.deblur import frame_name
 from trainset.focus.depth_backends import DepthBackend, DepthScene, shared_depth_backend
-from trainset.focus.scenes import scene_frames
+from trainset.focus.layout import DEPTH_DIR, SHARP_DIR, scene_frames
 from trainset.pipeline.dataset_files import write_scene_log
 from trainset.store.atomic import atomic_write_json, atomic_write_npz
 from trainset.store.codecs import encode_csv
 
-DEPTH_DIR = "depth_maps"
 STATS_FILE = "stats.json"
 PATCH_LOG = "depth_nan_patches.csv"
 SANITY_LOG = "depth_sanity_warnings.txt"
@@ -40,16 +44,6 @@ CONSISTENCY_LOG = "depth_consistency_warnings.txt"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Smallest normal float16 (6.1e-5 m): smaller positive depths would round towards 0.
 FLOAT16_MIN_POSITIVE = float(np.finfo(np.float16).tiny)
-# The plan's sanity bounds on median depth: indoor 2-5 m, outdoor 5-50 m (scenes carry no
-# indoor/outdoor label, so the default accepts the union 2-50 m).
-DEFAULT_MEDIAN_RANGE_M = (2.0, 50.0)
-# The plan's temporal-consistency threshold on mean|d[t+1]-d[t]| / mean(d[t]).
-DEFAULT_CONSISTENCY_THRESHOLD = 0.15
-# A frame needs at least this fraction of valid (measured, finite, positive, in range) pixels,
-# or its scene fails: holes are filled with the scene median, and a frame more than half filled
-# would give labels and renders of a made-up flat surface. Kinect-style sensors measure ~88-91 %
-# of a frame (7-Scenes); a lens cap or a blank frame measures nothing.
-DEFAULT_MIN_VALID_FRACTION = 0.5
 
 
 def depth_name(t: int) -> str:

@@ -21,7 +21,8 @@ from pathlib import Path
 from PIL import Image
 
 from trainset.errors import InputError
-from trainset.focus.deblur import SHARP_DIR
+from trainset.focus.config import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
+from trainset.focus.layout import SCENE_INDEX, SHARP_DIR, SPLIT_FILE
 from trainset.pipeline.dataset_files import (
     LOGS_DIR,
     check_out_root,
@@ -31,16 +32,11 @@ from trainset.pipeline.dataset_files import (
     unsafe_reason,
     write_text_if_changed,
 )
-from trainset.pipeline.runner import SCENE_INDEX, pool_start_method
+from trainset.pipeline.runner import pool_start_method
 from trainset.store.sentinels import sentinel_path
 
 # The plan's accepted frame extensions (compared lower-cased).
 VALID_EXTS = {".jpg", ".jpeg", ".png"}
-# The plan's default minimum number of frames per scene.
-DEFAULT_MIN_FRAMES = 16
-# The plan's split seed.
-DEFAULT_SPLIT_SEED = 42
-SPLIT_FILE = "split.txt"
 REJECTED_LOG = "rejected_scenes.json"
 IGNORED_LOG = "ignored_files.json"
 # Sub-folders of a scene that hold known extra data rather than frames.

@@ -20,6 +20,7 @@ import numpy as np
 from trainset.errors import InputError
 from trainset.focus.calibration import check_max_coc
 from trainset.focus.layout import (
+    FOCUS_DIR,
     depth_frame_count,
     depth_path,
     focus_path,
@@ -171,8 +172,8 @@ def run_labels(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict
                     f"{scene_id} set_{set_idx:02d} frame {t:04d}: focus_map.mean()={mean:.3f}"
                 )
     for set_idx in range(len(sets)):
-        set_dir(out_root, scene_id, "focus_maps", set_idx).mkdir(parents=True, exist_ok=True)
-    remove_extra_outputs(out_root / scene_id / "focus_maps", len(sets), n_frames, "focus", ".npz")
+        set_dir(out_root, scene_id, FOCUS_DIR, set_idx).mkdir(parents=True, exist_ok=True)
+    remove_extra_outputs(out_root / scene_id / FOCUS_DIR, len(sets), n_frames, "focus", ".npz")
     write_metadata(
         out_root, scene_id, base_metadata(scene_id, sets, checked, n_frames), keep_render=True
     )

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta as beta_dist
 
 from trainset.errors import InputError
 from trainset.pipeline.seeds import name_seed
@@ -121,6 +120,8 @@ def sample_coc_params(
     f ~ U(24 mm, 85 mm); N log-uniform in [1.4, 8]; S_focus = d_min + u (d_max - d_min) with
     u ~ Beta(2, 2) drawn through scipy from a seed taken from the generator, as in the plan.
     """
+    from scipy.stats import beta as beta_dist  # here: scipy.stats costs ~1 s to import
+
     rng = np.random.default_rng(seed)
     d_min, d_max = depth_stats["d_min"], depth_stats["d_max"]
     params = []

@@ -29,15 +29,20 @@ import numpy as np
 
 from trainset.errors import InputError
 from trainset.focus.layout import (
+    BOKEH_DIR,
+    DEPTH_DIR,
+    FOCUS_DIR,
+    METADATA_FILE,
+    SHARP_DIR,
     bokeh_path,
     depth_path,
     focus_path,
     frame_path,
     metadata_path,
+    scene_ids,
     sharp_frame_count,
 )
 from trainset.pipeline.dataset_files import scene_lock
-from trainset.pipeline.runner import scene_ids
 from trainset.store import (
     NPY_ALIGN,
     atomic_path,
@@ -55,7 +60,7 @@ PACK_FILE = "pack.json"
 PACK_FORMAT = "trainset.focus.packed"
 PACK_VERSION = 1
 # Stage folders whose sentinels (with metadata.json) say whether the sources changed.
-SOURCE_DIRS = ("frames_sharp", "depth_maps", "focus_maps", "bokeh_renders")
+SOURCE_DIRS = (SHARP_DIR, DEPTH_DIR, FOCUS_DIR, BOKEH_DIR)
 MODALITIES = ("frames", "depth", "focus", "bokeh")
 
 
@@ -137,7 +142,7 @@ def _map(path: Path, key: str, scene_id: str, what: str, t: int) -> np.ndarray:
 def source_fingerprint(scene_dir: Path) -> str:
     """sha256 over ``metadata.json``, the stage sentinels and the frame count of a scene."""
     h = hashlib.sha256()
-    for rel in ["metadata.json", *(f"{d}/.done" for d in SOURCE_DIRS)]:
+    for rel in [METADATA_FILE, *(f"{d}/.done" for d in SOURCE_DIRS)]:
         p = scene_dir / rel
         h.update(rel.encode())
         h.update(p.read_bytes() if p.is_file() else b"<absent>")

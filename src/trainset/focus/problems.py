@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainset.focus.index import REJECTED_LOG
+from trainset.focus.layout import scene_ids
 from trainset.pipeline.dataset_files import LOGS_DIR, safe_text
-from trainset.pipeline.runner import scene_ids
 from trainset.pipeline.scene_state import stage_states
 from trainset.store import read_json
 

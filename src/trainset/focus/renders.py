@@ -25,7 +25,13 @@ from trainset.focus.labels import (
     scene_sets,
     write_metadata,
 )
-from trainset.focus.layout import bokeh_path, depth_frame_count, depth_path, frame_path
+from trainset.focus.layout import (
+    BOKEH_DIR,
+    bokeh_path,
+    depth_frame_count,
+    depth_path,
+    frame_path,
+)
 from trainset.focus.optics import (
     DEFAULT_FOCUS_RANGE,
     DEFAULT_N_SETS,
@@ -146,9 +152,7 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
             atomic_write_png(
                 bokeh_path(out_root, scene_id, set_idx, t), renderer.render(image, coc)
             )
-    remove_extra_outputs(
-        out_root / scene_id / "bokeh_renders", len(sets), n_frames, "bokeh", ".png"
-    )
+    remove_extra_outputs(out_root / scene_id / BOKEH_DIR, len(sets), n_frames, "bokeh", ".png")
     record = base_metadata(scene_id, sets, checked, n_frames)
     record["renderer"] = checked["renderer"]
     record["sensor_width_m"] = checked["sensor_width_m"]

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from trainset.cli_tools import EXIT_FAILURES, EXIT_OK, EXIT_USAGE
 from trainset.errors import InputError
 from trainset.pipeline.dataset_files import (
     append_failure,
-    check_out_root,
-    check_scene_ids,
     rebuild_scene_logs,
     record_config,
     remove_scene_temps,
@@ -36,67 +35,8 @@ from trainset.pipeline.dataset_files import (
 from trainset.pipeline.progress import Progress
 from trainset.pipeline.scene_state import latest_failures, stage_states
 from trainset.pipeline.stage import Stage, get_stage, register_stage, registered_stages
-from trainset.store.codecs import read_json
 from trainset.store.hashing import params_hash
 from trainset.store.sentinels import sentinel_path, write_sentinel
-
-SCENE_INDEX = "scene_index.json"
-
-EXIT_OK = 0
-EXIT_FAILURES = 1
-EXIT_USAGE = 2
-
-
-def scene_ids(out_root: str | Path) -> list[str]:
-    """Sorted scene ids of ``{out_root}/scene_index.json`` (array task i is scene i)."""
-    path = check_out_root(out_root) / SCENE_INDEX
-    if not path.exists():
-        raise InputError(
-            "scene index not found; run `trainset focus index` first",
-            file=path,
-            expected="scene_index.json",
-            found="nothing",
-        )
-    index = read_json(path)
-    if not isinstance(index, dict):
-        raise InputError(
-            "scene index must map scene ids to entries",
-            file=path,
-            expected="JSON object",
-            found=type(index).__name__,
-        )
-    check_scene_ids(index, path)
-    return sorted(index)
-
-
-def select_scenes(
-    out_root: str | Path, scene: str | None = None, task_index: int | None = None
-) -> list[str]:
-    """All scenes, one scene by id, or the scene at position ``task_index`` of the sorted index."""
-    ids = scene_ids(out_root)
-    if scene is not None and task_index is not None:
-        raise InputError("give --scene or --task-index, not both", key="--task-index")
-    if scene is not None:
-        if scene not in ids:
-            raise InputError(
-                "scene is not in the scene index",
-                file=Path(out_root) / SCENE_INDEX,
-                key="--scene",
-                expected=f"one of {len(ids)} indexed scenes",
-                found=scene,
-            )
-        return [scene]
-    if task_index is not None:
-        if not 0 <= task_index < len(ids):
-            raise InputError(
-                "task index out of range",
-                file=Path(out_root) / SCENE_INDEX,
-                key="--task-index",
-                expected=f"0..{len(ids) - 1}",
-                found=task_index,
-            )
-        return [ids[task_index]]
-    return ids
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from trainset.cli import EXIT_FAILURES, EXIT_OK, add_group, flag
+from trainset.cli_tools import EXIT_FAILURES, EXIT_OK, add_group, flag
 from trainset.errors import InputError
 from trainset.ptycho.contract import check_interrupted_sidecar, check_npz, check_sidecar
 from trainset.ptycho.convert import canonicalize

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from trainset.cli import EXIT_FAILURES, EXIT_OK, add_group, flag
+from trainset.cli_tools import EXIT_FAILURES, EXIT_OK, add_group, flag
 from trainset.errors import InputError
 from trainset.sar.geotiff import DEFAULT_MAX_PIXELS
 

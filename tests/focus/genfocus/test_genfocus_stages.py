@@ -192,7 +192,7 @@ def test_uncached_prompt_without_text_encoders_exits_2(
 
 
 def test_run_passes_genfocus_options_to_its_steps(tmp_path: Path) -> None:
-    from trainset.focus.cli_phases import run_steps
+    from trainset.focus.cli import run_config
 
     argv = ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o")]
     argv += ["--max-coc", "0.001", "--deblur-backend", "genfocus", "--deblur-option", "lora=a"]
@@ -204,9 +204,10 @@ def test_run_passes_genfocus_options_to_its_steps(tmp_path: Path) -> None:
         "--renderer-option",
         "steps=8",
     ]
-    steps = {step[0]: step for step in run_steps(build_parser().parse_args(argv))}
-    assert steps["deblur"][-2:] == ["--backend-option", "lora=a"]
-    assert steps["render"][-4:] == ["--renderer-option", "lora=b", "--renderer-option", "steps=8"]
+    config = run_config(build_parser().parse_args(argv))
+    assert (config.deblur.backend, config.deblur.options) == ("genfocus", (("lora", "a"),))
+    assert config.render.renderer == "genfocus"
+    assert config.render.renderer_options == (("lora", "b"), ("steps", "8"))
 
 
 @pytest.mark.parametrize(
@@ -220,14 +221,13 @@ def test_working_size_is_a_multiple_of_16(
 
 
 def test_slurm_runs_genfocus_steps_with_flux_resources() -> None:
-    import argparse
+    from trainset.focus.config import DeblurConfig, RenderConfig, RunConfig
+    from trainset.focus.steps import GENFOCUS_RESOURCES, RESOURCES, default_resources
 
-    from trainset.focus.slurm_executor import genfocus_steps
-
-    args = argparse.Namespace(deblur_backend="genfocus", renderer="layered")
-    assert genfocus_steps(args) == ["deblur"]
-    args = argparse.Namespace(deblur_backend="passthrough", renderer="genfocus")
-    assert genfocus_steps(args) == ["render"]
+    deblur = RunConfig(Path("r"), Path("o"), deblur=DeblurConfig(backend="genfocus"))
+    assert default_resources(deblur) == {**RESOURCES, "deblur": GENFOCUS_RESOURCES["deblur"]}
+    render = RunConfig(Path("r"), Path("o"), render=RenderConfig(renderer="genfocus"))
+    assert default_resources(render) == {**RESOURCES, "render": GENFOCUS_RESOURCES["render"]}
 
 
 def test_without_diffusers_the_backend_says_how_to_install_it(
