@@ -106,9 +106,10 @@ def test_datamodule_moves_to_the_next_epoch_on_each_pass(tmp_path):
 
 def test_recycled_batches_share_a_small_ring(tmp_path):
     root = make_patch_set(tmp_path, [40, 40, 40])
-    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, augment_train=False)
-    pointers = {b.data_ptr() for b in dm.train_dataloader()}
-    assert len(pointers) == 6
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, augment_train=False, threads=2)
+    loader = dm.train_dataloader()
+    pointers = {b.data_ptr() for b in loader}
+    assert len(pointers) == 2 * 2 + 3 < len(loader)  # 2 threads: 4 read ahead, 3 kept
 
 
 def test_recycle_off_gives_independent_batches(tmp_path):
@@ -231,8 +232,10 @@ def test_lightning_reinstantiates_the_lazy_sampler_for_its_rank(tmp_path):
     from torch.utils.data.distributed import DistributedSampler
 
     root = make_patch_set(tmp_path, [10, 8, 12])
-    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, seed=3, augment_train=False)
-    # What Trainer does under DDP: request the loader with the init arguments recorded ...
+    dm = SARDataModule(
+        root, val_fraction=0.3, batch_size=2, seed=3, augment_train=False, num_workers=1
+    )
+    # What Trainer does under DDP (to the DataLoader of num_workers > 0): request the loader with the init arguments recorded ...
     with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
         loader = dm.train_dataloader()
     # ... then re-create it around the DistributedSampler of this process's rank.

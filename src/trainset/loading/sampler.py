@@ -67,6 +67,10 @@ class EpochSampler(BatchSampler):
     pads. ``sampler`` (a ``DistributedSampler``) supplies ``rank`` and ``world_size`` instead:
     that is how Lightning hands over the process group when it re-creates a batch sampler under
     DDP (the class derives from ``BatchSampler`` so Lightning keeps every other argument).
+
+    ``restart``: every pass starts at the first batch of the current epoch, whatever an earlier
+    pass left (evaluation: a trainer's sanity check stops a validation pass after a few
+    batches, and the next validation must still see every batch).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class EpochSampler(BatchSampler):
         rank: int = 0,
         world_size: int = 1,
         sampler: Any = None,
+        restart: bool = False,
     ) -> None:
         if isinstance(records, (int, np.integer)):
             if records < 0:
@@ -105,6 +110,7 @@ class EpochSampler(BatchSampler):
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        self.restart = bool(restart)
         self._epoch = int(epoch)
         self._next = 0
         self._cache: tuple[int, np.ndarray] | None = None
@@ -217,9 +223,13 @@ class EpochSampler(BatchSampler):
                 )
         self.resume(int(state["epoch"]), int(state["batch"]))
 
+    def start(self) -> int:
+        """The batch the next pass starts at: the resume point, or 0 with ``restart``."""
+        return 0 if self.restart else self._next
+
     def __iter__(self) -> Iterator[SampleBatch]:  # type: ignore[override]
         epoch = self._epoch
-        start = self._next
+        start = self.start()
         for number in range(start, len(self)):
             self._next = number + 1
             yield self.batch(epoch, number)

@@ -32,7 +32,14 @@ from trainset.sar.geotiff import (
     raster_env,
     raster_info,
 )
-from trainset.sar.manifest import DTYPES, FORMAT, MANIFEST_NAME, VERSION, write_manifest
+from trainset.sar.manifest import (
+    DTYPES,
+    FORMAT,
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    patch_table,
+)
 from trainset.sar.preprocessing import (
     CLIP_METHODS,
     DEFAULT_FIXED_VMAX_DB,
@@ -505,7 +512,7 @@ def remove_stale_staging(out_dir: Path) -> list[Path]:
     return removed
 
 
-def _publish(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> None:
+def _publish(staging: Path, out_dir: Path, manifest: Manifest) -> None:
     """Move staged shards into ``out_dir`` and write the manifest last."""
     old_manifest = out_dir / MANIFEST_NAME
     old_shards: set[str] = set()
@@ -517,14 +524,14 @@ def _publish(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> None:
         except InputError:
             old_shards = set()
         old_manifest.unlink()
-    new = {s["path"] for s in manifest["shards"]}
+    new = {s.path for s in manifest.shards}
     for name in sorted(new):
         os.replace(staging / name, out_dir / name)
     for name in sorted(old_shards - new):
         stale = out_dir / name
         if stale.parent == out_dir and stale.name.startswith("shard_") and stale.is_file():
             stale.unlink()
-    write_manifest(out_dir, manifest)
+    manifest.write(out_dir)
 
 
 def build_patches(
@@ -582,8 +589,10 @@ def build_patches(
                     found=f"0 of {candidates} candidates",
                 )
             shards = writer.finish()
-            manifest = _manifest_dict(cfg, bounds, channels, rasters, shards, table, source_records)
-            manifest["provenance"] = provenance_record(argv)
+            manifest = _build_manifest(
+                cfg, bounds, channels, rasters, shards, table, source_records
+            )
+            manifest.provenance = provenance_record(argv)
             _publish(staging, out, manifest)
         except BaseException as exc:
             writer.abort(exc)
@@ -610,7 +619,7 @@ def _source_record(
     }
 
 
-def _manifest_dict(
+def _build_manifest(
     cfg: TilingConfig,
     bounds: tuple[float, float],
     channels: int,
@@ -618,28 +627,21 @@ def _manifest_dict(
     shards: list[dict[str, Any]],
     table: _PatchTable,
     sources: list[dict[str, Any]],
-) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "patch_size": cfg.patch_size,
-        "stride": cfg.stride,
-        "units": cfg.units,
-        "dtype": cfg.dtype,
-        "channels": channels,
-        "band_mode": cfg.band_mode,
-        "bands": list(rasters[0][2]) if cfg.band_mode == "stack" else None,
-        "vmin": float(bounds[0]),
-        "vmax": float(bounds[1]),
-        "clip": cfg.clip.to_dict(),
-        "quality": asdict(cfg.quality),
-        "shards": shards,
-        "patches": {
-            "source": table.source,
-            "band": table.band,
-            "row": table.row,
-            "col": table.col,
-            "valid_fraction": table.valid_fraction,
-        },
-        "sources": sources,
-    }
+) -> Manifest:
+    return Manifest(
+        root=Path("."),
+        patch_size=cfg.patch_size,
+        dtype=cfg.dtype,
+        shards=[ShardEntry(s["path"], s["count"], s["sha256"]) for s in shards],
+        patches=patch_table(asdict(table), len(table.source)),
+        channels=channels,
+        stride=cfg.stride,
+        units=cfg.units,
+        vmin=float(bounds[0]),
+        vmax=float(bounds[1]),
+        band_mode=cfg.band_mode,
+        bands=list(rasters[0][2]) if cfg.band_mode == "stack" else None,
+        clip=cfg.clip.to_dict(),
+        quality=asdict(cfg.quality),
+        sources=sources,
+    )

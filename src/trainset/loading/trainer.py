@@ -1,0 +1,86 @@
+"""A ring loader as a trainer expects a ``DataLoader``: what the datamodules return.
+
+Lightning accepts any iterable with a length as a dataloader. Per epoch it calls
+``loader.sampler.set_epoch(epoch)`` and then iterates; it saves ``loader.state_dict()`` in a
+checkpoint and hands it back through ``load_state_dict`` before a mid-epoch resume (and before
+``set_epoch``, so ``set_epoch`` must not rewind a loader that is already inside that epoch).
+Validation runs twice in the first epoch (the sanity check stops after a few batches), so an
+evaluation loader's sampler restarts every pass (``EpochSampler(restart=True)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from trainset.loading.ring import RingLoader
+
+
+class EpochEntry:
+    """``loader.sampler`` of a :class:`TrainerLoader`: the object whose ``set_epoch`` a trainer
+    calls when an epoch begins."""
+
+    def __init__(self, loader: RingLoader) -> None:
+        self.loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        """Run ``epoch`` next; a loader already inside ``epoch`` (a resume) keeps its place."""
+        if int(epoch) != self.loader.sampler.epoch:
+            self.loader.set_epoch(epoch)
+
+
+def fresh_copy(batch: Any) -> Any:
+    """``batch`` with every tensor cloned (tuples, lists and dicts walked; the rest kept)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.clone()
+    if isinstance(batch, tuple):
+        return tuple(fresh_copy(b) for b in batch)
+    if isinstance(batch, list):
+        return [fresh_copy(b) for b in batch]
+    if isinstance(batch, dict):
+        return {k: fresh_copy(v) for k, v in batch.items()}
+    return batch
+
+
+class TrainerLoader:
+    """Iterate ``loader`` as a trainer expects.
+
+    A pass continues where the last one stopped (unless the sampler restarts every pass) and
+    the next pass runs the next epoch, as the ring loader does. ``fresh``: each batch is a copy
+    that later batches do not touch (the recycled buffer otherwise). ``batch_sampler`` is the loader's sampler
+    (``set_epoch``, ``state_dict``, ``order``), ``sampler`` the trainer's epoch hook
+    (:class:`EpochEntry`), ``dataset`` what the batches come from.
+    """
+
+    def __init__(self, loader: RingLoader, *, fresh: bool = False, dataset: Any = None) -> None:
+        self.loader = loader
+        self.fresh = bool(fresh)
+        self.dataset = dataset
+        self.sampler = EpochEntry(loader)
+
+    @property
+    def batch_sampler(self) -> Any:
+        """The sampler of the ring loader (batches, epoch, position)."""
+        return self.loader.sampler
+
+    @property
+    def batch_size(self) -> int:
+        """Items per full batch."""
+        return self.loader.batch_size
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch and batches consumed (what a checkpoint keeps)."""
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` on the next pass."""
+        self.loader.load_state_dict(state)
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            yield fresh_copy(batch) if self.fresh else batch
