@@ -13,7 +13,7 @@ from trainset.loading.loader import AUGMENT_MODES, ThreadedLoader
 from trainset.loading.ring import RingLoader, default_threads
 from trainset.loading.sampler import EpochSampler, SampleBatch
 from trainset.loading.shards import ReadPlan, ShardInfo, ShardReader
-from trainset.loading.trainer import TrainerLoader
+from trainset.loading.trainer import TrainerLoader, process_group
 
 __all__ = [
     "AUGMENT_MODES",
@@ -37,5 +37,6 @@ __all__ = [
     "default_threads",
     "fill_batch",
     "keep_batch",
+    "process_group",
     "shard_dataloader",
 ]

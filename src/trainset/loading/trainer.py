@@ -18,6 +18,14 @@ import torch
 from trainset.loading.ring import RingLoader
 
 
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the initialised ``torch.distributed`` group, else (0, 1)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class EpochEntry:
     """``loader.sampler`` of a :class:`TrainerLoader`: the object whose ``set_epoch`` a trainer
     calls when an epoch begins."""

@@ -29,6 +29,7 @@ from trainset.loading import (
     keep_batch,
 )
 from trainset.loading.loader import Augment
+from trainset.loading.trainer import process_group
 from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, open_patch_set
 from trainset.sar.legacy import is_pickled_npy
 from trainset.sar.manifest import Manifest
@@ -42,14 +43,6 @@ else:
         _DataModuleBase = object
 
 SPLIT_POLICIES = ("by_source", "random")
-
-
-def process_group() -> tuple[int, int]:
-    """(rank, world size) of the initialised ``torch.distributed`` group, else (0, 1)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def split_patches(
