@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from clip_scenes import write_scene
-from test_sar_loading import make_patch_set
+from patch_sets import make_patch_set
 
 from trainset.focus.datamodule import FocusDataModule
 from trainset.sar.datamodule import SARDataModule

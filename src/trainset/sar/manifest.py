@@ -331,7 +331,12 @@ class Manifest:
         base = self.shards_dir
         path = (base / entry.path).resolve()
         if not path.is_relative_to(base):
-            where = "the set's folder" if self.shards_root == "." else "the declared shards_root"
+            where = (
+                "the set's folder (shards elsewhere need a declared shards_root: re-run "
+                "`trainset sar import-legacy` for a legacy set)"
+                if self.shards_root == "."
+                else "the declared shards_root"
+            )
             return [
                 ShardProblem(
                     path,
