@@ -16,11 +16,11 @@ import numpy as np
 from trainset.errors import InputError
 from trainset.sar.manifest import (
     DTYPES,
-    PATCH_DTYPE,
     Manifest,
     ShardEntry,
     ShardProblem,
     npy_header,
+    patch_table,
 )
 from trainset.store import provenance_record, sha256_file
 
@@ -186,11 +186,16 @@ def legacy_manifest(
     ]
     counts = [count for _, count in meta["file_index"]]
     total = sum(counts)
-    table = np.zeros(total, PATCH_DTYPE)
-    table["source"] = np.repeat(np.arange(len(counts)), counts)
-    table["band"] = 1
-    table["row"] = table["col"] = -1
-    table["valid_fraction"] = np.nan
+    unknown = np.full(total, -1)
+    table = patch_table(
+        {
+            "source": np.repeat(np.arange(len(counts)), counts),
+            "band": np.ones(total),
+            "row": unknown,
+            "col": unknown,
+        },
+        total,
+    )
     vmin, vmax = meta.get("vmin"), meta.get("vmax")
     return Manifest(
         root=out,

@@ -12,8 +12,10 @@ Layout, version 2::
                     "shards": [{"path": "shard_00000.npy", "count", "sha256"}],
                     "patches": {"path": "patches-<sha256[:16]>.npy", "count", "sha256"},
                     "sources": [{"path", "sha256", ...}], "provenance": {...}}
-    patches-*.npy  (N,) structured: source int32, band int32, row int32, col int32,
-                   valid_fraction float32 (NaN where unknown)
+    patches-*.npy  one record whose fields are the (N,) columns: source int32, band int32,
+                   row int32, col int32, valid_fraction float32 (NaN where unknown); each
+                   column is contiguous, so reading one (the sources, for a split) reads only
+                   its pages
 
 Version 1 (still read) held the per-patch table as JSON lists under ``"patches"``: 5 million
 patches made a 200 MB JSON that took seconds and gigabytes to open; the ``.npy`` table is
@@ -54,14 +56,13 @@ READ_VERSIONS = (1, 2)  # 1: per-patch table as JSON lists
 MANIFEST_NAME = "manifest.json"
 TABLE_PREFIX = "patches-"
 PATCH_KEYS = ("source", "band", "row", "col")  # required per-patch columns
-PATCH_DTYPE = np.dtype(
-    [
-        ("source", "<i4"),
-        ("band", "<i4"),
-        ("row", "<i4"),
-        ("col", "<i4"),
-        ("valid_fraction", "<f4"),
-    ]
+# The per-patch columns and their dtypes on disk.
+PATCH_COLUMNS = (
+    ("source", "<i4"),
+    ("band", "<i4"),
+    ("row", "<i4"),
+    ("col", "<i4"),
+    ("valid_fraction", "<f4"),
 )
 DTYPES = ("float32", "float16")
 
@@ -92,10 +93,15 @@ class ShardProblem:
         )
 
 
+def table_dtype(n: int) -> np.dtype[Any]:
+    """The per-patch table of ``n`` patches: one record whose fields are (n,) columns."""
+    return np.dtype([(name, dt, (n,)) for name, dt in PATCH_COLUMNS])
+
+
 def patch_table(columns: Mapping[str, Any], n: int) -> np.ndarray:
-    """(n,) structured table from per-patch columns (lists or arrays); a missing or None
-    ``valid_fraction`` becomes NaN."""
-    table = np.zeros(n, PATCH_DTYPE)
+    """The per-patch table (a 0-d record of (n,) columns: ``table["source"]`` is a column) from
+    per-patch lists or arrays; a missing or None ``valid_fraction`` becomes NaN."""
+    table = np.zeros((), table_dtype(n))
     for key in PATCH_KEYS:
         table[key] = np.asarray(columns[key], dtype=np.int64)
     valid = columns.get("valid_fraction")
@@ -121,7 +127,7 @@ class Manifest:
     patch_size: int
     dtype: str
     shards: list[ShardEntry]
-    patches: np.ndarray  # (N,) PATCH_DTYPE; a memory map when read from a table file
+    patches: np.ndarray  # patch_table(): columns by name; memory-mapped when read from a file
     channels: int = 1
     stride: int | None = None
     units: str = "intensity"
@@ -265,21 +271,23 @@ class Manifest:
         tables of earlier manifests in that folder are removed afterwards. Returns the
         manifest's path; ``self`` is re-rooted there."""
         root = Path(directory)
-        table = np.ascontiguousarray(self.patches, dtype=PATCH_DTYPE)
-        if table.shape != (self.num_patches,):
+        n = self.num_patches
+        lengths = [len(self.patches[name]) for name, _ in PATCH_COLUMNS]
+        if lengths != [n] * len(PATCH_COLUMNS):
             raise InputError(
                 "per-patch table does not match the shards",
                 key="patches",
-                expected=f"({self.num_patches},)",
-                found=table.shape,
+                expected=f"{n} rows in every column",
+                found=lengths,
             )
+        table = patch_table({name: self.patches[name] for name, _ in PATCH_COLUMNS}, n)
         buf = io.BytesIO()
         np.save(buf, table, allow_pickle=False)
         blob = buf.getvalue()
         digest = sha256_bytes(blob)
         name = f"{TABLE_PREFIX}{digest[:16]}.npy"
         atomic_write_bytes(root / name, blob)
-        entry = {"path": name, "count": int(table.shape[0]), "sha256": digest}
+        entry = {"path": name, "count": n, "sha256": digest}
         data = self.to_dict(entry)
         lines = [f" {json.dumps(k)}: {json.dumps(v, allow_nan=False)}" for k, v in data.items()]
         path = atomic_write_text(root / MANIFEST_NAME, "{\n" + ",\n".join(lines) + "\n}\n")
@@ -488,21 +496,22 @@ def _read_table(root: Path, name: str, total: int, where: Path) -> np.ndarray:
             f"per-patch table unreadable: {exc}", file=path, key="patches.path"
         ) from exc
     names = table.dtype.names or ()
-    if table.ndim != 1 or any(k not in names for k in (*PATCH_KEYS, "valid_fraction")):
+    if table.shape != () or any(k not in names for k, _ in PATCH_COLUMNS):
         raise InputError(
             "per-patch table has the wrong layout",
             file=path,
             key="patches",
-            expected=f"(N,) with fields {PATCH_DTYPE.names}",
-            found=f"{table.shape} {names}",
+            expected=f"one record of columns {[k for k, _ in PATCH_COLUMNS]}",
+            found=f"shape {table.shape}, fields {list(names)}",
         )
-    if table.shape[0] != total:
+    lengths = {len(table[k]) for k, _ in PATCH_COLUMNS}
+    if lengths != {total}:
         raise InputError(
             "per-patch table has the wrong length",
             file=path,
             key="patches.count",
             expected=f"{total} rows (the shards' patches)",
-            found=table.shape[0],
+            found=", ".join(map(str, sorted(lengths))),
         )
     return table
 
