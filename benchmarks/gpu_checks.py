@@ -15,8 +15,9 @@ Checks, each printed as ``PASS``/``FAIL name: figures``:
              device: relative difference of the depth, ms/window
 
 ``--device cpu --small`` runs the same code on the CPU with tiny sizes (a smoke test of this
-script where no GPU is present; the figures then mean nothing). Exit 0 when every check
-passes, 1 otherwise, 2 when the device is missing.
+script where no GPU is present; the figures then mean nothing); the default ``--device auto``
+does that when no GPU is present (so ``make bench`` runs everywhere). Exit 0 when every check
+passes, 1 otherwise, 2 when ``--device cuda`` is asked for and missing.
 """
 
 from __future__ import annotations
@@ -229,10 +230,15 @@ def check_vda(device: torch.device, small: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when present)")
     ap.add_argument("--small", action="store_true", help="tiny sizes (a CPU smoke test)")
     ap.add_argument("--only", default=None, help="comma-separated checks to run")
     args = ap.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if args.device == "cpu" and not args.small:
+            print("no CUDA device: running the CPU smoke test (--small); figures mean nothing")
+            args.small = True
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_checks: no CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
