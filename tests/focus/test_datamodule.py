@@ -3,6 +3,7 @@ import shutil
 import pytest
 import torch
 from clip_scenes import write_scene
+from quiet_trainer import quiet_trainer
 
 from trainset.errors import InputError
 from trainset.focus.clips import ClipSampler, FocusClipDataset, collate_fn
@@ -209,15 +210,7 @@ def test_lightning_fit_runs_one_epoch_over_every_train_clip(template, tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     dm = FocusDataModule(template, batch_size=2, clip_len=2)
-    trainer = lightning.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
     trainer.fit(Tiny(), datamodule=dm)
     want = reference(template, "train", 2, 0, clip_len=2)
     assert seen == [list(zip(w["scene_id"], w["set"].tolist(), w["start"].tolist())) for w in want]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from patch_sets import augmented, make_patch_set, records
+from quiet_trainer import quiet_trainer
 
 from trainset.errors import InputError
 from trainset.loading import EpochSampler, d4_codes
@@ -183,17 +184,7 @@ def test_lightning_fit_applies_device_augmentation_in_the_hook(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     dm = SARDataModule(root, val_fraction=0.3, batch_size=4, augment_on_device=True)
-    trainer = lightning.Trainer(
-        max_steps=2,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(Tiny(), datamodule=dm)
+    quiet_trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(Tiny(), datamodule=dm)
     assert shapes == [(4, 1, 8, 8), (4, 1, 8, 8)]
 
 
@@ -247,24 +238,12 @@ def lightning_module(lightning, seen):
     return Recorder()
 
 
-def trainer(lightning, tmp_path, **kw):
-    return lightning.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        **kw,
-    )
-
-
 def test_lightning_fit_of_one_epoch_sees_every_batch_and_validates_fully(tmp_path):
     lightning = pytest.importorskip("lightning")
     root = make_patch_set(tmp_path, [10, 8, 12])
     dm = SARDataModule(root, val_fraction=0.3, batch_size=2, seed=4, augment_train=False)
     seen = {}
-    trainer(lightning, tmp_path, max_epochs=1).fit(lightning_module(lightning, seen), datamodule=dm)
+    quiet_trainer(tmp_path, max_epochs=1).fit(lightning_module(lightning, seen), datamodule=dm)
     ids = dm.train_indices
     sampler = EpochSampler(len(ids), 2, seed=4, drop_last=True)
     assert seen["train"] == [ids[sampler.batch(0, k).indices].tolist() for k in range(len(sampler))]
@@ -285,11 +264,11 @@ def test_lightning_resumes_mid_epoch_from_a_checkpoint(tmp_path):
                 trainer.save_checkpoint(ckpt)  # what a run killed after step 3 leaves
 
     first, rest = {}, {}
-    whole = trainer(lightning, tmp_path, max_epochs=1, limit_val_batches=0)
+    whole = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0)
     whole.callbacks.append(SaveAfterThirdStep())
     whole.fit(lightning_module(lightning, first), datamodule=SARDataModule(root, **kw))
     dm = SARDataModule(root, threads=1, **kw)
-    resumed = trainer(lightning, tmp_path, max_epochs=1, limit_val_batches=0)
+    resumed = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0)
     resumed.fit(lightning_module(lightning, rest), datamodule=dm, ckpt_path=ckpt)
     ids = dm.train_indices
     sampler = EpochSampler(len(ids), 2, seed=4, drop_last=True)

@@ -18,6 +18,7 @@ from trainset.errors import InputError
 from trainset.focus.clips import PARAM_KEYS, ClipSampler, FocusClipDataset
 from trainset.loading import EpochSampler, RingLoader
 from trainset.loading.ring import Run
+from trainset.loading.sampler import sampler_rank
 
 
 class ClipBatchSampler(EpochSampler):
@@ -40,14 +41,7 @@ class ClipBatchSampler(EpochSampler):
         sampler: Any = None,
     ) -> None:
         if sampler is not None:
-            if not (hasattr(sampler, "rank") and hasattr(sampler, "num_replicas")):
-                raise InputError(
-                    "sampler must say its rank and number of replicas",
-                    key="sampler",
-                    expected="a DistributedSampler (rank, num_replicas)",
-                    found=type(sampler).__name__,
-                )
-            clips = clips.for_rank(int(sampler.rank), int(sampler.num_replicas))
+            clips = clips.for_rank(*sampler_rank(sampler))
         super().__init__(
             len(clips),
             batch_size,

@@ -31,6 +31,19 @@ def checked_rank(rank: int, world_size: int) -> tuple[int, int]:
     return int(rank), int(world_size)
 
 
+def sampler_rank(sampler: Any) -> tuple[int, int]:
+    """(rank, world_size) of a ``DistributedSampler`` (what Lightning hands a batch sampler it
+    re-creates under DDP); anything without them is refused."""
+    if not (hasattr(sampler, "rank") and hasattr(sampler, "num_replicas")):
+        raise InputError(
+            "sampler must say its rank and number of replicas",
+            key="sampler",
+            expected="a DistributedSampler (rank, num_replicas)",
+            found=type(sampler).__name__,
+        )
+    return checked_rank(int(sampler.rank), int(sampler.num_replicas))
+
+
 @dataclass(frozen=True)
 class SampleBatch:
     """One batch request: record indices (B,) int64, in the order they appear in the batch."""
@@ -115,14 +128,7 @@ class EpochSampler(BatchSampler):
         self._next = 0
         self._cache: tuple[int, np.ndarray] | None = None
         if sampler is not None:
-            if not (hasattr(sampler, "rank") and hasattr(sampler, "num_replicas")):
-                raise InputError(
-                    "sampler must say its rank and number of replicas",
-                    key="sampler",
-                    expected="a DistributedSampler (rank, num_replicas)",
-                    found=type(sampler).__name__,
-                )
-            rank, world_size = int(sampler.rank), int(sampler.num_replicas)
+            rank, world_size = sampler_rank(sampler)
         self.rank, self.world_size = checked_rank(rank, world_size)
         self.sampler = sampler  # what torch's BatchSampler calls its source of indices
 
