@@ -26,6 +26,7 @@ from trainset.focus.clips import MODALITIES, ClipSampler, FocusClipDataset, coll
 from trainset.focus.layout import SPLITS
 from trainset.focus.pack import pack_dataset
 from trainset.loading import TrainerLoader, process_group
+from trainset.loading.trainer import batch_device
 
 if TYPE_CHECKING:
     from lightning.pytorch import LightningDataModule as _DataModuleBase
@@ -96,7 +97,7 @@ class FocusDataModule(_DataModuleBase):
         self.threads = threads
         self.device = device
         self._datasets: dict[str, FocusClipDataset] = {}
-        self._loaders: dict[str, Any] = {}
+        self._loaders: dict[str, tuple[Any, Any]] = {}
         self._prepared = False
 
     # -- building ------------------------------------------------------------------------------
@@ -149,22 +150,15 @@ class FocusDataModule(_DataModuleBase):
         return self.dataset("test")
 
     # -- loaders -------------------------------------------------------------------------------
-    def _batch_device(self) -> torch.device | None:
-        """``device``, else the attached trainer's CUDA device, else None (the CPU)."""
-        if self.device is not None:
-            return torch.device(self.device)
-        trainer = getattr(self, "_trainer", None)
-        root = getattr(getattr(trainer, "strategy", None), "root_device", None)
-        return root if isinstance(root, torch.device) and root.type == "cuda" else None
-
     def _loader(self, split: str) -> Any:
-        """The cached loader of ``split`` (rebuilt when the process group changed)."""
+        """The cached loader of ``split`` (rebuilt when the process group or the device
+        changed, e.g. once a trainer is attached)."""
         rank, world = process_group()
+        device = batch_device(self.device, getattr(self, "trainer", None))
+        key = (rank, world, device)
         cached = self._loaders.get(split)
-        if cached is not None:
-            clips = cached.batch_sampler.clips
-            if (clips.rank, clips.world_size) == (rank, world):
-                return cached
+        if cached is not None and cached[0] == key:
+            return cached[1]
         ds = self.dataset(split)
         train = split == "train"
         if train and len(ds) == 0:
@@ -196,9 +190,9 @@ class FocusDataModule(_DataModuleBase):
                 persistent_workers=True,
             )
         else:
-            ring = ClipLoader(ds, sampler, threads=self.threads, device=self._batch_device())
+            ring = ClipLoader(ds, sampler, threads=self.threads, device=device)
             loader = TrainerLoader(ring, fresh=not self.recycle, dataset=ds)
-        self._loaders[split] = loader
+        self._loaders[split] = (key, loader)
         return loader
 
     def train_dataloader(self) -> Any:

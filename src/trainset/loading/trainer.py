@@ -26,6 +26,16 @@ def process_group() -> tuple[int, int]:
     return 0, 1
 
 
+def batch_device(device: torch.device | str | None, trainer: Any) -> torch.device | None:
+    """Where a datamodule's threaded loaders put batches: ``device`` when given, else the
+    CUDA device of the Lightning ``trainer`` it is attached to (``trainer.strategy.root_device``:
+    each DDP process's own GPU), else None (the CPU)."""
+    if device is not None:
+        return torch.device(device)
+    root = getattr(getattr(trainer, "strategy", None), "root_device", None)
+    return root if isinstance(root, torch.device) and root.type == "cuda" else None
+
+
 class EpochEntry:
     """``loader.sampler`` of a :class:`TrainerLoader`: the object whose ``set_epoch`` a trainer
     calls when an epoch begins."""

@@ -29,7 +29,7 @@ from trainset.loading import (
     keep_batch,
 )
 from trainset.loading.loader import Augment
-from trainset.loading.trainer import process_group
+from trainset.loading.trainer import batch_device, process_group
 from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, open_patch_set
 from trainset.sar.legacy import is_pickled_npy
 from trainset.sar.manifest import Manifest
@@ -150,7 +150,7 @@ class SARDataModule(_DataModuleBase):
         self.augment_on_device = augment_on_device
         self.threads = threads
         self.device = device
-        self._loaders: dict[str, Any] = {}
+        self._loaders: dict[str, tuple[Any, Any]] = {}
         self._manifest: Manifest | None = None
         self._train: Dataset[torch.Tensor] | None = None
         self._val: Dataset[torch.Tensor] | None = None
@@ -260,23 +260,15 @@ class SARDataModule(_DataModuleBase):
             return None
         return {"vmin": m.vmin, "vmax": m.vmax, "units": m.units}
 
-    def _batch_device(self) -> torch.device | None:
-        """Where threaded loaders put batches: ``device``, else the attached trainer's CUDA
-        device, else None (the CPU)."""
-        if self.device is not None:
-            return torch.device(self.device)
-        trainer = getattr(self, "_trainer", None)
-        root = getattr(getattr(trainer, "strategy", None), "root_device", None)
-        return root if isinstance(root, torch.device) and root.type == "cuda" else None
-
     def _lazy_loader(self, split: str, ds: LazyPatchDataset) -> Any:
-        """The cached lazy loader of ``split`` (rebuilt when the process group changed)."""
+        """The cached lazy loader of ``split`` (rebuilt when the process group or the device
+        changed, e.g. once a trainer is attached)."""
         rank, world = process_group()
+        device = batch_device(self.device, getattr(self, "trainer", None))
+        key = (rank, world, device)
         cached = self._loaders.get(split)
-        if cached is not None:
-            sampler = cached.batch_sampler
-            if (sampler.rank, sampler.world_size) == (rank, world):
-                return cached
+        if cached is not None and cached[0] == key:
+            return cached[1]
         train = split == "train"
         # Processes get dataset positions, threads the global patch ids: the same batches.
         records = len(ds) if self.num_workers > 0 else ds.patch_indices
@@ -302,12 +294,12 @@ class SARDataModule(_DataModuleBase):
                 threads=self.threads,
                 keep=3,
                 augment=mode,
-                device=self._batch_device(),
+                device=device,
                 channels=ds.channels,
                 dtype=np.float32,
             )
             loader = TrainerLoader(ring, fresh=not self.recycle, dataset=ds)
-        self._loaders[split] = loader
+        self._loaders[split] = (key, loader)
         return loader
 
     def _process_loader(self, ds: LazyPatchDataset, sampler: EpochSampler) -> DataLoader[Any]:
