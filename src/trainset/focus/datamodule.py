@@ -26,7 +26,7 @@ from trainset.focus.clips import MODALITIES, ClipSampler, FocusClipDataset, coll
 from trainset.focus.layout import SPLITS
 from trainset.focus.pack import pack_dataset
 from trainset.loading import TrainerLoader, process_group
-from trainset.loading.trainer import batch_device
+from trainset.loading.trainer import LoaderCache
 
 if TYPE_CHECKING:
     from lightning.pytorch import LightningDataModule as _DataModuleBase
@@ -97,7 +97,7 @@ class FocusDataModule(_DataModuleBase):
         self.threads = threads
         self.device = device
         self._datasets: dict[str, FocusClipDataset] = {}
-        self._loaders: dict[str, tuple[Any, Any]] = {}
+        self._loaders = LoaderCache()
         self._prepared = False
 
     # -- building ------------------------------------------------------------------------------
@@ -153,12 +153,11 @@ class FocusDataModule(_DataModuleBase):
     def _loader(self, split: str) -> Any:
         """The cached loader of ``split`` (rebuilt when the process group or the device
         changed, e.g. once a trainer is attached)."""
-        rank, world = process_group()
-        device = batch_device(self.device, getattr(self, "trainer", None))
-        key = (rank, world, device)
-        cached = self._loaders.get(split)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        context = self._loaders.context(self.device, getattr(self, "trainer", None))
+        cached = self._loaders.get(split, context)
+        if cached is not None:
+            return cached
+        rank, world, device = context
         ds = self.dataset(split)
         train = split == "train"
         if train and len(ds) == 0:
@@ -192,8 +191,7 @@ class FocusDataModule(_DataModuleBase):
         else:
             ring = ClipLoader(ds, sampler, threads=self.threads, device=device)
             loader = TrainerLoader(ring, fresh=not self.recycle, dataset=ds)
-        self._loaders[split] = (key, loader)
-        return loader
+        return self._loaders.put(split, context, loader)
 
     def train_dataloader(self) -> Any:
         """Shuffled (seeded) clip batches, last partial batch dropped."""

@@ -36,6 +36,34 @@ def batch_device(device: torch.device | str | None, trainer: Any) -> torch.devic
     return root if isinstance(root, torch.device) and root.type == "cuda" else None
 
 
+Context = tuple[int, int, "torch.device | None"]  # (rank, world size, batch device)
+
+
+class LoaderCache:
+    """A datamodule's loaders, one per split, reused while the process group and the batch
+    device stay what they were (a loader built before ``Trainer.fit`` attached the datamodule,
+    or before DDP initialised its group, is rebuilt)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Context, Any]] = {}
+
+    @staticmethod
+    def context(device: torch.device | str | None, trainer: Any) -> Context:
+        """(rank, world size, batch device) for a loader built now."""
+        rank, world = process_group()
+        return rank, world, batch_device(device, trainer)
+
+    def get(self, split: str, context: Context) -> Any:
+        """The loader of ``split`` built in ``context``, or None."""
+        entry = self._entries.get(split)
+        return entry[1] if entry is not None and entry[0] == context else None
+
+    def put(self, split: str, context: Context, loader: Any) -> Any:
+        """Keep ``loader`` for ``split`` in ``context``; returns it."""
+        self._entries[split] = (context, loader)
+        return loader
+
+
 class EpochEntry:
     """``loader.sampler`` of a :class:`TrainerLoader`: the object whose ``set_epoch`` a trainer
     calls when an epoch begins."""

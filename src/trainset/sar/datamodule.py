@@ -29,7 +29,8 @@ from trainset.loading import (
     keep_batch,
 )
 from trainset.loading.loader import Augment
-from trainset.loading.trainer import batch_device, process_group
+from trainset.loading.trainer import LoaderCache
+from trainset.loading.trainer import process_group as process_group  # its home until now
 from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, open_patch_set
 from trainset.sar.legacy import is_pickled_npy
 from trainset.sar.manifest import Manifest
@@ -150,7 +151,7 @@ class SARDataModule(_DataModuleBase):
         self.augment_on_device = augment_on_device
         self.threads = threads
         self.device = device
-        self._loaders: dict[str, tuple[Any, Any]] = {}
+        self._loaders = LoaderCache()
         self._manifest: Manifest | None = None
         self._train: Dataset[torch.Tensor] | None = None
         self._val: Dataset[torch.Tensor] | None = None
@@ -263,12 +264,11 @@ class SARDataModule(_DataModuleBase):
     def _lazy_loader(self, split: str, ds: LazyPatchDataset) -> Any:
         """The cached lazy loader of ``split`` (rebuilt when the process group or the device
         changed, e.g. once a trainer is attached)."""
-        rank, world = process_group()
-        device = batch_device(self.device, getattr(self, "trainer", None))
-        key = (rank, world, device)
-        cached = self._loaders.get(split)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        context = self._loaders.context(self.device, getattr(self, "trainer", None))
+        cached = self._loaders.get(split, context)
+        if cached is not None:
+            return cached
+        rank, world, device = context
         train = split == "train"
         # Processes get dataset positions, threads the global patch ids: the same batches.
         records = len(ds) if self.num_workers > 0 else ds.patch_indices
@@ -299,8 +299,7 @@ class SARDataModule(_DataModuleBase):
                 dtype=np.float32,
             )
             loader = TrainerLoader(ring, fresh=not self.recycle, dataset=ds)
-        self._loaders[split] = (key, loader)
-        return loader
+        return self._loaders.put(split, context, loader)
 
     def _process_loader(self, ds: LazyPatchDataset, sampler: EpochSampler) -> DataLoader[Any]:
         """A DataLoader whose ``num_workers`` processes read whole batches into recycled
