@@ -215,3 +215,27 @@ def test_lightning_fit_runs_one_epoch_over_every_train_clip(template, tmp_path):
     want = reference(template, "train", 2, 0, clip_len=2)
     assert seen == [list(zip(w["scene_id"], w["set"].tolist(), w["start"].tolist())) for w in want]
     assert trainer.global_step == 5
+
+
+def test_lightning_recreates_the_worker_loaders_clip_sampler_for_its_rank(template):
+    pytest.importorskip("lightning")
+    from lightning.fabric.utilities.data import _replace_dunder_methods
+    from lightning.pytorch.trainer.states import RunningStage
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import BatchSampler, DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    from trainset.focus.clip_loader import ClipBatchSampler
+
+    dm = FocusDataModule(template, batch_size=2, clip_len=2, seed=4, num_workers=1)
+    # What Trainer does under DDP: request the loader with the init arguments recorded ...
+    with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
+        loader = dm.train_dataloader()
+    # ... then re-create it around the DistributedSampler of this process's rank.
+    dist = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=True)
+    sampler = _update_dataloader(loader, dist, mode=RunningStage.TRAINING).batch_sampler
+    assert isinstance(sampler, ClipBatchSampler)
+    assert (sampler.clips.rank, sampler.clips.world_size, sampler.seed) == (1, 2, 4)
+    want = ClipSampler(dm.train_dataset, seed=4, rank=1, world_size=2).order(0)
+    got = [sampler.batch(0, j).indices.tolist() for j in range(len(sampler))]
+    assert got == [want[0:2].tolist(), want[2:4].tolist()] and sampler.drop_last
