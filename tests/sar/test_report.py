@@ -86,8 +86,10 @@ def test_sar_report_has_no_broken_image_in_chromium(report, browser):
 def test_a_missing_shard_is_named(patch_set, tmp_path):
     copy = tmp_path / "set"
     copy.mkdir()
+    for table in patch_set.glob("patches-*.npy"):  # the manifest and its per-patch table
+        (copy / table.name).write_bytes(table.read_bytes())
     (copy / "manifest.json").write_bytes((patch_set / "manifest.json").read_bytes())
-    with pytest.raises(InputError, match=r"shard_00000\.npy.*cannot read shard"):
+    with pytest.raises(InputError, match=r"shard_00000\.npy"):
         build_sar_report(copy, stream=io.StringIO())
 
 

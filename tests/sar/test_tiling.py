@@ -109,7 +109,7 @@ def test_amplitude_patches_follow_the_plan_formula(amplitude_tif, tmp_path):
     )
     shard = np.load(manifest.shard_paths()[0], allow_pickle=False)
     for i in (0, 7, len(shard) - 1):
-        r, c = manifest.patches["row"][i], manifest.patches["col"][i]
+        r, c = int(manifest.patches["row"][i]), int(manifest.patches["col"][i])
         exp = expected_patch(db, valid, manifest.vmin, manifest.vmax, r, c)
         np.testing.assert_allclose(shard[i], exp, atol=2e-6)
 
@@ -118,18 +118,20 @@ def test_grid_positions_are_every_stride_in_row_major_order(amplitude_tif, tmp_p
     manifest = load_manifest(build([amplitude_tif], tmp_path / "out", units="amplitude"))
     rows = list(range(0, 160 - 32 + 1, 16))
     cols = list(range(0, 200 - 32 + 1, 16))
-    assert manifest.patches["row"] == [r for r in rows for _ in cols]
-    assert manifest.patches["col"] == cols * len(rows)
+    assert manifest.patches["row"].tolist() == [r for r in rows for _ in cols]
+    assert manifest.patches["col"].tolist() == cols * len(rows)
     assert manifest.num_patches == 9 * 11
 
 
 def test_nodata_never_becomes_a_valid_pixel(amplitude_tif, tmp_path):
     manifest = load_manifest(build([amplitude_tif], tmp_path / "out", units="amplitude"))
     shard = np.load(manifest.shard_paths()[0], allow_pickle=False)
-    first = manifest.patches["row"].index(16)  # patch rows 16..47 overlap nodata rows 16..19
-    assert manifest.patches["valid_fraction"][first] == pytest.approx(28 / 32)
+    first = (
+        manifest.patches["row"].tolist().index(16)
+    )  # patch rows 16..47 overlap nodata rows 16..19
+    assert manifest.patches["valid_fraction"].tolist()[first] == pytest.approx(28 / 32)
     np.testing.assert_array_equal(shard[first][:4], 0.0)
-    assert manifest.patches["valid_fraction"][0] == pytest.approx(12 / 32)
+    assert manifest.patches["valid_fraction"].tolist()[0] == pytest.approx(12 / 32)
 
 
 def test_float32_intensity_with_nan_nodata(intensity_tif, tmp_path):
@@ -140,7 +142,7 @@ def test_float32_intensity_with_nan_nodata(intensity_tif, tmp_path):
     db = 10 * np.log10(np.where(valid, inten, 1.0).astype(np.float64))
     shard = np.load(manifest.shard_paths()[0], allow_pickle=False)
     np.testing.assert_allclose(shard[0], expected_patch(db, valid, -25.0, 5.0, 0, 0), atol=2e-6)
-    assert manifest.patches["valid_fraction"][0] == pytest.approx(1 - 100 / 1024)
+    assert manifest.patches["valid_fraction"].tolist()[0] == pytest.approx(1 - 100 / 1024)
     assert (manifest.vmin, manifest.vmax) == (-25.0, 5.0)
     assert manifest.sources[0]["nodata"] == "nan"
 
@@ -158,8 +160,12 @@ def test_quality_filter_keeps_patches_with_enough_good_pixels(amplitude_tif, tmp
     all_ = load_manifest(build([amplitude_tif], tmp_path / "all", units="amplitude"))
     shard = np.load(all_.shard_paths()[0], allow_pickle=False)
     good = ((shard > 0.01) & (shard < 0.99)).mean(axis=(1, 2)) >= 0.9
-    kept = [(r, c) for r, c, g in zip(all_.patches["row"], all_.patches["col"], good) if g]
-    assert list(zip(manifest.patches["row"], manifest.patches["col"])) == kept
+    kept = [
+        (r, c)
+        for r, c, g in zip(all_.patches["row"].tolist(), all_.patches["col"].tolist(), good)
+        if g
+    ]
+    assert list(zip(manifest.patches["row"].tolist(), manifest.patches["col"].tolist())) == kept
     assert 0 < len(kept) < all_.num_patches
 
 
@@ -201,7 +207,7 @@ def test_bands_as_separate_patches(tmp_path):
     path = write_geotiff(tmp_path / "vv_vh.tif", two)
     manifest = load_manifest(build([path], tmp_path / "out"))
     assert manifest.channels == 1 and manifest.num_patches == 18
-    assert manifest.patches["band"][:4] == [1, 2, 1, 2]
+    assert manifest.patches["band"].tolist()[:4] == [1, 2, 1, 2]
 
 
 def test_bands_stacked_as_channels(tmp_path):
@@ -213,7 +219,7 @@ def test_bands_stacked_as_channels(tmp_path):
     db = 10 * np.log10(two.astype(np.float64))
     ones = np.ones((64, 64), bool)
     np.testing.assert_allclose(data[1], expected_patch(db[1], ones, -25.0, 5.0, 0, 0), atol=2e-6)
-    assert manifest.data["bands"] == [1, 2]
+    assert manifest.bands == [1, 2]
 
 
 def test_manifest_records_sources_with_relative_paths_and_crs(amplitude_tif, tmp_path):
@@ -229,7 +235,11 @@ def test_manifest_records_sources_with_relative_paths_and_crs(amplitude_tif, tmp
 
 
 def leftovers(out):
-    return sorted(p.name for p in Path(out).iterdir()) if Path(out).exists() else []
+    """Names in ``out``; the per-patch table (named by its sha256) as ``patches-*.npy``."""
+    if not Path(out).exists():
+        return []
+    names = (p.name for p in Path(out).iterdir())
+    return sorted("patches-*.npy" if n.startswith("patches-") else n for n in names)
 
 
 def test_not_a_raster_is_an_input_error_and_writes_nothing(tmp_path):
@@ -287,7 +297,7 @@ def test_rebuild_replaces_old_shards(amplitude_tif, tmp_path):
     out = tmp_path / "out"
     build([amplitude_tif], out, units="amplitude", shard_size=10)
     build([amplitude_tif], out, units="amplitude")
-    assert leftovers(out) == ["manifest.json", "shard_00000.npy"]
+    assert leftovers(out) == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.uint8])
@@ -324,13 +334,13 @@ def test_staging_and_old_folders_left_by_killed_runs_are_removed(amplitude_tif, 
     (old / "manifest.json").write_text("{}")
     build([amplitude_tif], out, units="amplitude")
     assert leftovers(tmp_path) == ["amp.tif", "out"]
-    assert leftovers(out) == ["manifest.json", "shard_00000.npy"]
+    assert leftovers(out) == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
 
 
 def test_out_given_as_its_manifest_json_publishes_into_its_folder(amplitude_tif, tmp_path):
     manifest = build([amplitude_tif], tmp_path / "out" / "manifest.json", units="amplitude")
     assert manifest == tmp_path / "out" / "manifest.json"
-    assert leftovers(tmp_path / "out") == ["manifest.json", "shard_00000.npy"]
+    assert leftovers(tmp_path / "out") == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
 
 
 def test_a_folder_holding_files_but_no_set_is_refused_untouched(amplitude_tif, tmp_path):
@@ -356,14 +366,14 @@ def test_a_symlinked_out_replaces_its_target_and_keeps_the_link(amplitude_tif, t
     link.symlink_to(real)
     build([amplitude_tif], link, units="amplitude")
     assert link.is_symlink()
-    assert leftovers(real) == ["manifest.json", "shard_00000.npy"]
+    assert leftovers(real) == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
 
 
 def test_staging_folder_an_earlier_version_left_inside_out_is_replaced(amplitude_tif, tmp_path):
     out = tmp_path / "out"
     (out / ".staging-somehost-1-abcd").mkdir(parents=True)
     build([amplitude_tif], out, units="amplitude")
-    assert leftovers(out) == ["manifest.json", "shard_00000.npy"]
+    assert leftovers(out) == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
 
 
 def test_normalizer_falls_back_for_another_dtype():

@@ -367,7 +367,9 @@ def open_packed(scene_dir: Path) -> PackedScene | None:
             continue
         path = scene_dir / PACK_DIR / str(entry["file"])
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            # Copy-on-write: shared with the page cache like "r" (nothing here writes), but
+            # writable, so torch can convert straight out of the map (clips.read_into).
+            arr = np.load(path, mmap_mode="c", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(
                 f"scene {scene_dir.name}: packed {name} unreadable: {exc}", file=path

@@ -91,16 +91,13 @@ def _splits(groups: np.ndarray) -> tuple[np.ndarray | None, str]:
 
 def _column(manifest: Manifest, key: str) -> np.ndarray | None:
     """Per-patch column ``key`` of the manifest as an array, None when it has none."""
-    try:
-        values = manifest.patches[key]
-    except (KeyError, ValueError):
-        return None
-    return None if values is None else np.asarray(values)
+    names = manifest.patches.dtype.names or ()
+    return np.asarray(manifest.patches[key]) if key in names else None
 
 
 def _described(manifest: Manifest, key: str) -> Any:
     """A descriptive manifest field (band_mode, clip, quality, provenance) or None."""
-    return manifest.data.get(key)
+    return getattr(manifest, key, None)
 
 
 def _text(value: Any) -> str:

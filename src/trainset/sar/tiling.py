@@ -38,7 +38,13 @@ from trainset.sar.geotiff import (
     raster_info,
     strip_rows,
 )
-from trainset.sar.manifest import DTYPES, FORMAT, MANIFEST_NAME, VERSION, write_manifest
+from trainset.sar.manifest import (
+    DTYPES,
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    patch_table,
+)
 from trainset.sar.preprocessing import (
     CLIP_METHODS,
     DEFAULT_FIXED_VMAX_DB,
@@ -693,9 +699,9 @@ def _write_set(
                 found=f"0 of {candidates} candidates",
             )
         shards = writer.finish()
-        manifest = _manifest_dict(cfg, bounds, channels, rasters, shards, table, source_records)
-        manifest["provenance"] = provenance_record(argv)
-        write_manifest(staging, manifest)
+        manifest = _build_manifest(cfg, bounds, channels, rasters, shards, table, source_records)
+        manifest.provenance = provenance_record(argv)
+        manifest.write(staging)
     except OSError as exc:
         path = writer.current or staging / MANIFEST_NAME
         writer.abort(exc)
@@ -722,7 +728,7 @@ def _source_record(
     }
 
 
-def _manifest_dict(
+def _build_manifest(
     cfg: TilingConfig,
     bounds: tuple[float, float],
     channels: int,
@@ -730,28 +736,21 @@ def _manifest_dict(
     shards: list[dict[str, Any]],
     table: _PatchTable,
     sources: list[dict[str, Any]],
-) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "patch_size": cfg.patch_size,
-        "stride": cfg.stride,
-        "units": cfg.units,
-        "dtype": cfg.dtype,
-        "channels": channels,
-        "band_mode": cfg.band_mode,
-        "bands": list(rasters[0][2]) if cfg.band_mode == "stack" else None,
-        "vmin": float(bounds[0]),
-        "vmax": float(bounds[1]),
-        "clip": cfg.clip.to_dict(),
-        "quality": asdict(cfg.quality),
-        "shards": shards,
-        "patches": {
-            "source": table.source,
-            "band": table.band,
-            "row": table.row,
-            "col": table.col,
-            "valid_fraction": table.valid_fraction,
-        },
-        "sources": sources,
-    }
+) -> Manifest:
+    return Manifest(
+        root=Path("."),
+        patch_size=cfg.patch_size,
+        dtype=cfg.dtype,
+        shards=[ShardEntry(s["path"], s["count"], s["sha256"]) for s in shards],
+        patches=patch_table(asdict(table), len(table.source)),
+        channels=channels,
+        stride=cfg.stride,
+        units=cfg.units,
+        vmin=float(bounds[0]),
+        vmax=float(bounds[1]),
+        band_mode=cfg.band_mode,
+        bands=list(rasters[0][2]) if cfg.band_mode == "stack" else None,
+        clip=cfg.clip.to_dict(),
+        quality=asdict(cfg.quality),
+        sources=sources,
+    )
