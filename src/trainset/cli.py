@@ -73,11 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(words)
-    # The command as typed, for messages that tell the user what to run again.
-    args.command_line = ["trainset", *words]
-    handler: Handler = args.func
     try:
+        # An option whose type is a trainset parser (`--clip`) raises InputError here.
+        args = parser.parse_args(words)
+        # The command as typed, for messages that tell the user what to run again.
+        args.command_line = ["trainset", *words]
+        handler: Handler = args.func
         return handler(args)
     except InputError as exc:
         print(f"trainset: error: {exc}", file=sys.stderr)

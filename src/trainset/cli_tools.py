@@ -55,6 +55,45 @@ def add_group(
     return group.add_subparsers(dest=f"{name}_command", metavar="COMMAND", parser_class=Parser)
 
 
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """``--executor local|slurm``, ``--slurm-config FILE`` and ``--dry-run``: the options of a
+    command that runs a plan here or submits it to SLURM (docs/slurm.md)."""
+    parser.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: run here; slurm: submit sbatch array jobs (docs/slurm.md)",
+    )
+    parser.add_argument(
+        *flag("--slurm-config"),
+        dest="slurm_config",
+        type=Path,
+        help="YAML file of per-step SLURM resources (default: the domain's, docs/slurm.md)",
+    )
+    parser.add_argument(
+        *flag("--dry-run"),
+        dest="dry_run",
+        action="store_true",
+        help="with --executor slurm: write and print the job scripts and sbatch commands only",
+    )
+
+
+def check_executor_options(args: argparse.Namespace) -> None:
+    """InputError when ``--dry-run`` or ``--slurm-config`` is given to the local executor."""
+    from trainset.errors import InputError
+
+    if args.executor != "local":
+        return
+    for name, given in (("--dry-run", args.dry_run), ("--slurm-config", args.slurm_config)):
+        if given:
+            raise InputError(
+                f"{name} only applies to the SLURM executor",
+                key=name,
+                expected="--executor slurm",
+                found="--executor local",
+            )
+
+
 # -- options declared on dataclass fields ------------------------------------------------------
 
 _OPTION = "trainset.option"

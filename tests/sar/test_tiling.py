@@ -410,3 +410,42 @@ def test_bands_that_do_not_fit_one_read_window_are_refused_before_reading(tmp_pa
     with pytest.raises(InputError, match=r"too many bands.*--bands.*found 2"):
         build([src], tmp_path / "out", units="amplitude")
     assert leftovers(tmp_path) == ["two.tif"]
+
+
+def _chunks(seed):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(-15 + 3 * i, 4, 2000 + 500 * i) for i in range(3)]
+
+
+def test_merged_percentile_accumulators_equal_one_fed_every_value():
+    spec = ClipSpec("percentile", (2.0, 98.0))
+    whole, merged = ClipAccumulator(spec), ClipAccumulator(spec)
+    for chunk in _chunks(5):
+        whole.add(chunk)
+        part = ClipAccumulator(spec)
+        part.add(chunk)
+        merged.merge(part)
+    assert merged.count == whole.count == 7500
+    assert merged.bounds() == whole.bounds()
+
+
+def test_merged_sigma_accumulators_match_mean_and_std_of_all_values():
+    spec = ClipSpec("sigma", (2.0,))
+    merged = ClipAccumulator(spec)
+    for chunk in _chunks(6):
+        part = ClipAccumulator(spec)
+        part.add(chunk)
+        merged.merge(part)
+    x = np.concatenate(_chunks(6))
+    expected = (x.mean() - 2 * x.std(), x.mean() + 2 * x.std())
+    np.testing.assert_allclose(merged.bounds(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("spec", [ClipSpec("percentile", (1.0, 99.0)), ClipSpec("sigma", (3.0,))])
+def test_an_accumulator_state_restores_it_exactly(spec):
+    acc = ClipAccumulator(spec)
+    for chunk in _chunks(7):
+        acc.add(chunk)
+    restored = ClipAccumulator.from_state(spec, acc.state())
+    assert (restored.count, restored.bounds()) == (acc.count, acc.bounds())
+    assert acc.state()["count"] == 7500

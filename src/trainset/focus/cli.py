@@ -16,8 +16,10 @@ from pathlib import Path
 from trainset.cli_tools import (
     EXIT_FAILURES,
     EXIT_OK,
+    add_executor_options,
     add_group,
     add_options,
+    check_executor_options,
     config_dict,
     flag,
     from_args,
@@ -175,15 +177,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 def _run(args: argparse.Namespace) -> int:
     from trainset.focus.steps import SlurmOptions, run
 
-    if args.executor == "local":
-        for option, given in (("--dry-run", args.dry_run), ("--slurm-config", args.slurm_config)):
-            if given:
-                raise InputError(
-                    f"{option} only applies to the SLURM executor",
-                    key=option,
-                    expected="--executor slurm",
-                    found="--executor local",
-                )
+    check_executor_options(args)
     slurm = SlurmOptions(config_file=args.slurm_config, dry_run=args.dry_run)
     command = getattr(args, "command_line", ["trainset", "focus", "run"])
     return run(run_config(args), executor=args.executor, slurm=slurm, command=command)
@@ -394,24 +388,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, default in RunConfig(Path(), Path()).stages().items():
         add_options(p, type(default), prefix=name)
     p.add_argument("--workers", type=int, default=1, help="scenes processed in parallel")
-    p.add_argument(
-        "--executor",
-        choices=("local", "slurm"),
-        default="local",
-        help="local: run here; slurm: submit sbatch array jobs (docs/slurm.md)",
-    )
-    p.add_argument(
-        *flag("--slurm-config"),
-        dest="slurm_config",
-        type=Path,
-        help="YAML file of per-stage SLURM resources (default: the plan's)",
-    )
-    p.add_argument(
-        *flag("--dry-run"),
-        dest="dry_run",
-        action="store_true",
-        help="with --executor slurm: write and print the job scripts and sbatch commands only",
-    )
+    add_executor_options(p)
     p.set_defaults(func=_run)
 
     p = focus.add_parser(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from trainset.pipeline.dataset_files import (
     write_text_if_changed,
 )
 from trainset.pipeline.plan import Plan, StageResources, Step, run_locally
-from trainset.pipeline.slurm import ClusterInfo, Runner, run_command
+from trainset.pipeline.slurm import SlurmOptions, submission_report
 from trainset.store import read_json
 
 COMMAND_PREFIX = "trainset focus"
@@ -463,17 +463,6 @@ def plan_run(config: RunConfig, scenes: Sequence[str], *, command: Sequence[str]
 # -- running ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SlurmOptions:
-    """How the SLURM executor submits: resource overrides (YAML), dry run, and for tests the
-    command runner and a known cluster."""
-
-    config_file: Path | None = None
-    dry_run: bool = False
-    runner: Runner = run_command
-    cluster: ClusterInfo | None = None
-
-
 def run(
     config: RunConfig,
     *,
@@ -570,8 +559,6 @@ def _run_on_slurm(config: RunConfig, options: SlurmOptions, command: Sequence[st
         )
     if options.dry_run:
         print(submission.dry_run_text(), end="")
-        if not submission.resources_checked:
-            print("# resources not checked: no SLURM controller answers `scontrol ping`")
     print(submission_report(submission))
     calibrate_job = next((j for j in submission.jobs if j["step"] == "calibrate"), None)
     if config.max_coc is None and calibrate_job is not None and not options.dry_run:
@@ -583,18 +570,3 @@ def _run_on_slurm(config: RunConfig, options: SlurmOptions, command: Sequence[st
         print("continue (scenes already done are not resubmitted) with")
         print(f"  {' '.join(command)} --max-coc from-stats   (or --max-coc VALUE)")
     return EXIT_OK
-
-
-def submission_report(submission: Any) -> str:
-    """One line per job: step, job id (none on a dry run), how many scenes."""
-    lines = []
-    for job in submission.jobs:
-        tasks = job.get("tasks")
-        scope = f"{len(tasks)} scenes" if tasks is not None else "whole set"
-        if "job_id" in job:
-            lines.append(f"submitted {job['step']:<10} job {job['job_id']:>8}  ({scope})")
-        else:
-            lines.append(f"would submit {job['step']:<10} ({scope})")
-    if not submission.jobs:
-        lines.append("nothing to submit: every scene's sentinels are current")
-    return "\n".join(lines)

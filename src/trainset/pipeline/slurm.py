@@ -604,7 +604,8 @@ class Submission:
     resources_checked: bool = False
 
     def dry_run_text(self) -> str:
-        """Scripts and sbatch commands, as a shell reader would write them by hand."""
+        """Scripts and sbatch commands, as a shell reader would write them by hand (and a
+        last line saying so when the resources were not checked)."""
         out = []
         for step, path in self.scripts.items():
             out.append(f"# ---- {path} ({step})")
@@ -613,6 +614,8 @@ class Submission:
         for job, argv in zip(self.jobs, self.commands):
             words = " ".join(f'"{w}"' if "$JOB_" in w else shlex.quote(w) for w in argv)
             out.append(f"JOB_{_var(job['key'])}=$({words})")
+        if not self.resources_checked:
+            out.append("# resources not checked: no SLURM controller answers `scontrol ping`")
         return "\n".join(out) + "\n"
 
 
@@ -776,6 +779,32 @@ def submit_plan(
     )
 
 
+@dataclass(frozen=True)
+class SlurmOptions:
+    """How the SLURM executor submits: resource overrides (YAML), dry run, and for tests the
+    command runner and a known cluster."""
+
+    config_file: Path | None = None
+    dry_run: bool = False
+    runner: Runner = run_command
+    cluster: ClusterInfo | None = None
+
+
+def submission_report(submission: Submission, units: str = "scenes") -> str:
+    """One line per job: step, job id (none on a dry run), how many ``units`` it works on."""
+    lines = []
+    for job in submission.jobs:
+        tasks = job.get("tasks")
+        scope = f"{len(tasks)} {units}" if tasks is not None else "whole set"
+        if "job_id" in job:
+            lines.append(f"submitted {job['step']:<10} job {job['job_id']:>8}  ({scope})")
+        else:
+            lines.append(f"would submit {job['step']:<10} ({scope})")
+    if not submission.jobs:
+        lines.append(f"nothing to submit: the sentinels of all {units} are current")
+    return "\n".join(lines)
+
+
 def _refuse_while_active(out_root: Path, runner: Runner) -> None:
     """InputError when jobs recorded for ``out_root`` are still pending or running: a second
     submission would run the same units twice at once."""
@@ -785,7 +814,7 @@ def _refuse_while_active(out_root: Path, runner: Runner) -> None:
         ids = sorted({s.job_id for s in active}, key=int)
         raise InputError(
             "jobs of an earlier submission are still pending or running; wait for them "
-            f"(`trainset focus status`) or cancel them (`scancel {' '.join(ids)}`) first",
+            f"(`squeue -j {','.join(ids)}`) or cancel them (`scancel {' '.join(ids)}`) first",
             file=jobs_path(out_root),
             expected="no active job",
             found=f"{len(active)} active tasks in jobs {', '.join(ids)}",

@@ -6,54 +6,33 @@ import argparse
 import sys
 import time
 
-from trainset.cli_tools import EXIT_FAILURES, EXIT_OK, add_group, flag
-from trainset.errors import InputError
+from trainset.cli_tools import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    add_executor_options,
+    add_group,
+    add_options,
+    check_executor_options,
+    flag,
+    from_args,
+)
+from trainset.pipeline.slurm import SlurmOptions
+from trainset.sar.config import TilingConfig
 from trainset.sar.geotiff import DEFAULT_MAX_PIXELS
 
 
-def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise InputError("expected numbers", key=name, found=text) from exc
-    if len(values) != n:
-        raise InputError(f"expected {n} comma-separated numbers", key=name, found=text)
-    return values
-
-
-def _bands(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError as exc:
-        raise InputError("bands are 1-based integers", key="--bands", found=text) from exc
-
-
 def _patches(args: argparse.Namespace) -> int:
-    from trainset.sar.tiling import ClipSpec, QualityFilter, TilingConfig, build_patches
+    from trainset.sar.steps import run_patches
 
-    low, high, fraction = _floats(args.quality, 3, "--quality")
-    config = TilingConfig(
-        patch_size=args.patch_size,
-        stride=args.stride,
-        units=args.units,
-        clip=ClipSpec.parse(args.clip),
-        quality=QualityFilter(low, high, fraction),
-        bands=_bands(args.bands),
-        band_mode=args.band_mode,
-        shard_size=args.shard_size,
-        dtype=args.dtype,
+    check_executor_options(args)
+    return run_patches(
+        args.tifs,
+        args.out,
+        from_args(TilingConfig, args),
+        executor=args.executor,
+        slurm=SlurmOptions(config_file=args.slurm_config, dry_run=args.dry_run),
+        max_pixels=args.max_pixels,
     )
-    manifest = build_patches(args.tifs, args.out, config, argv=sys.argv, max_pixels=args.max_pixels)
-    from trainset.sar.manifest import load_manifest
-
-    m = load_manifest(manifest)
-    print(
-        f"{m.num_patches} patches in {len(m.shards)} shard(s), "
-        f"vmin {m.vmin:.4f} dB, vmax {m.vmax:.4f} dB -> {manifest}"
-    )
-    return EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -104,7 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "clip bounds in dB, cut patches, filter them and stream them into .npy shards. The new "
         "set is built beside --out and swapped in whole when complete: a failure, a kill or a "
         "full disk leaves the old set as it was; a second run into the same --out is refused "
-        "while one is writing.",
+        "while one is writing. --executor slurm builds the same set with SLURM array jobs, one "
+        "task per raster, keeping per-raster results in .OUT.work beside --out so that a "
+        "resubmission redoes only the rasters that failed (docs/sar.md, 'On SLURM').",
+        epilog="Exit codes: 0 set published (slurm: jobs submitted), 2 bad usage or input.",
     )
     p.add_argument("tifs", nargs="+", metavar="TIF", help="input GeoTIFF(s)")
     p.add_argument(
@@ -113,40 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="output folder (shards + manifest.json), or its manifest.json; it must be new, "
         "empty or a patch set: a new set replaces it as a whole, only once complete",
     )
-    p.add_argument(*flag("--patch-size"), type=int, default=256, help="patch side, px (256)")
-    p.add_argument("--stride", type=int, default=128, help="patch step, px (128)")
-    p.add_argument(
-        "--units",
-        choices=("intensity", "amplitude", "db"),
-        default="intensity",
-        help="pixel units of the input: intensity (power), amplitude (squared first), db",
-    )
-    p.add_argument(
-        "--clip",
-        default="percentile:1,99",
-        help="global clip bounds in dB: percentile:LOW,HIGH | fixed:VMIN,VMAX | sigma:K "
-        "(percentile:1,99)",
-    )
-    p.add_argument(
-        "--quality",
-        default="0.01,0.99,0.9",
-        help="keep a patch when >= FRACTION of its pixels are valid and in (LOW, HIGH) "
-        "after normalisation: LOW,HIGH,FRACTION (0.01,0.99,0.9; 0,1,0 keeps all)",
-    )
-    p.add_argument("--bands", default=None, help="1-based bands, e.g. 1,2 (default: all)")
-    p.add_argument(
-        *flag("--band-mode"),
-        choices=("separate", "stack"),
-        default="separate",
-        help="each band its own (1,P,P) patch, or bands stacked as channels (C,P,P)",
-    )
-    p.add_argument(*flag("--shard-size"), type=int, default=4096, help="max patches per shard")
-    p.add_argument(
-        "--dtype",
-        choices=("float32", "float16"),
-        default="float32",
-        help="shard dtype (float32; float16 halves the size, datasets return float32)",
-    )
+    add_options(p, TilingConfig)
     p.add_argument(
         *flag("--max-pixels"),
         type=int,
@@ -154,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse a raster of more pixels (width x height x bands) than this, from its "
         f"header ({DEFAULT_MAX_PIXELS}: 65536 x 65536, one band)",
     )
+    add_executor_options(p)
     p.set_defaults(func=_patches)
 
     v = group.add_parser(

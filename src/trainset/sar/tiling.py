@@ -15,7 +15,7 @@ import contextlib
 import io
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ import numpy as np
 
 from trainset.errors import InputError
 from trainset.pipeline.progress import Progress
+from trainset.sar.config import ClipSpec, QualityFilter, TilingConfig
 from trainset.sar.geotiff import (
     DEFAULT_MAX_PIXELS,
     RasterInfo,
@@ -39,21 +40,13 @@ from trainset.sar.geotiff import (
     strip_rows,
 )
 from trainset.sar.manifest import (
-    DTYPES,
     MANIFEST_NAME,
     Manifest,
     ShardEntry,
     patch_table,
 )
 from trainset.sar.preprocessing import (
-    CLIP_METHODS,
-    DEFAULT_FIXED_VMAX_DB,
-    DEFAULT_FIXED_VMIN_DB,
-    DEFAULT_HIGH_PCT,
-    DEFAULT_LOW_PCT,
-    DEFAULT_SIGMA_K,
     check_clip_bounds,
-    check_units,
     preprocess_sar_complete,
     to_db,
     to_intensity,
@@ -64,126 +57,27 @@ from trainset.store.atomic import TEMP_MARKER
 from trainset.store.codecs import npy_header_bytes
 from trainset.store.publish import folder_lock, make_staging, publish_folder, remove_leftovers
 
+__all__ = [  # the config types are defined in trainset.sar.config and importable from here too
+    "ClipAccumulator",
+    "ClipSpec",
+    "QualityFilter",
+    "SetWriter",
+    "ShardWriter",
+    "StripNormalizer",
+    "TilingConfig",
+    "build_patches",
+]
+
 # Histogram for streaming percentiles: dB range and bin width (percentiles exact to 0.001 dB
 # inside the range; values outside are counted in the edge bins).
 HIST_LO_DB = -200.0
 HIST_HI_DB = 200.0
 HIST_BIN_DB = 0.001
-# The reference project's quality filter: keep a patch when >= 90% of its pixels are valid
-# and strictly inside (0.01, 0.99) after normalisation.
-DEFAULT_QUALITY_LOW = 0.01
-DEFAULT_QUALITY_HIGH = 0.99
-DEFAULT_QUALITY_FRACTION = 0.9
-DEFAULT_SHARD_SIZE = 4096
-BAND_MODES = ("separate", "stack")
 # Pixels (all bands) of one read window plus the rows buffered with it: bounds the memory of
 # both passes whatever the raster's width (about 17 bytes each with their copies: 550 MB; 741 MiB
 # peak RSS measured for a 200000 x 1024 raster, benchmarks/sar_tiling.py). A wider raster is
 # tiled in column groups.
 WINDOW_PIXELS = 2**25
-
-
-@dataclass(frozen=True)
-class ClipSpec:
-    """How global clip bounds are chosen: ``percentile:LOW,HIGH``, ``fixed:VMIN,VMAX`` (dB) or
-    ``sigma:K``."""
-
-    method: str = "percentile"
-    params: tuple[float, ...] = (DEFAULT_LOW_PCT, DEFAULT_HIGH_PCT)
-
-    @classmethod
-    def parse(cls, text: str) -> ClipSpec:
-        """Parse ``METHOD[:A[,B]]``; a bare method takes the plan's defaults."""
-        method, _, rest = text.partition(":")
-        method = method.strip()
-        defaults = {
-            "percentile": (DEFAULT_LOW_PCT, DEFAULT_HIGH_PCT),
-            "fixed": (DEFAULT_FIXED_VMIN_DB, DEFAULT_FIXED_VMAX_DB),
-            "sigma": (DEFAULT_SIGMA_K,),
-        }
-        if method not in CLIP_METHODS:
-            raise InputError(
-                "unknown clip method",
-                key="clip",
-                expected="percentile:LOW,HIGH | fixed:VMIN,VMAX | sigma:K",
-                found=text,
-            )
-        try:
-            params = tuple(float(v) for v in rest.split(",")) if rest else defaults[method]
-        except ValueError as exc:
-            raise InputError("clip parameters must be numbers", key="clip", found=text) from exc
-        if len(params) != len(defaults[method]):
-            raise InputError(
-                f"'{method}' takes {len(defaults[method])} number(s)", key="clip", found=text
-            )
-        if method == "percentile" and not 0 <= params[0] < params[1] <= 100:
-            raise InputError(
-                "percentiles out of order",
-                key="clip",
-                expected="0 <= LOW < HIGH <= 100",
-                found=text,
-            )
-        if method == "fixed":
-            check_clip_bounds(params[0], params[1], method)
-        if method == "sigma" and not params[0] > 0:
-            raise InputError("sigma K must be > 0", key="clip", found=text)
-        return cls(method, params)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form with the plan's keyword names."""
-        names = {"percentile": ("low_pct", "high_pct"), "fixed": ("vmin", "vmax"), "sigma": ("k",)}
-        return {"method": self.method, **dict(zip(names[self.method], self.params))}
-
-
-@dataclass(frozen=True)
-class QualityFilter:
-    """Keep a patch when at least ``min_fraction`` of its pixels are valid and in (low, high)."""
-
-    low: float = DEFAULT_QUALITY_LOW
-    high: float = DEFAULT_QUALITY_HIGH
-    min_fraction: float = DEFAULT_QUALITY_FRACTION
-
-    def __post_init__(self) -> None:
-        if not (0.0 <= self.low < self.high <= 1.0 and 0.0 <= self.min_fraction <= 1.0):
-            raise InputError(
-                "bad quality filter",
-                key="quality",
-                expected="0 <= low < high <= 1 and 0 <= min_fraction <= 1",
-                found=asdict(self),
-            )
-
-
-@dataclass(frozen=True)
-class TilingConfig:
-    """Everything that shapes a patch set (recorded in the manifest)."""
-
-    patch_size: int = 256
-    stride: int = 128
-    units: str = "intensity"
-    clip: ClipSpec = field(default_factory=ClipSpec)
-    quality: QualityFilter = field(default_factory=QualityFilter)
-    bands: tuple[int, ...] | None = None  # 1-based; None = every band of each file
-    band_mode: str = "separate"
-    shard_size: int = DEFAULT_SHARD_SIZE
-    dtype: str = "float32"
-
-    def __post_init__(self) -> None:
-        check_units(self.units)
-        if self.patch_size < 1 or self.stride < 1 or self.shard_size < 1:
-            raise InputError(
-                "patch size, stride and shard size must be positive",
-                key="patch_size/stride/shard_size",
-                expected="> 0",
-                found=(self.patch_size, self.stride, self.shard_size),
-            )
-        if self.band_mode not in BAND_MODES:
-            raise InputError(
-                "unknown band mode", key="band_mode", expected=BAND_MODES, found=self.band_mode
-            )
-        if self.dtype not in DTYPES:
-            raise InputError(
-                "unsupported shard dtype", key="dtype", expected=DTYPES, found=self.dtype
-            )
 
 
 class ClipAccumulator:
@@ -226,6 +120,50 @@ class ClipAccumulator:
             weighted = centred if w is None else centred * w
             self._sum += float(weighted.sum())
             self._sumsq += float(np.dot(weighted, centred))
+
+    def merge(self, other: ClipAccumulator) -> None:
+        """Add the values ``other`` saw (same spec). Histograms add exactly; sigma moments are
+        moved to this accumulator's shift (an empty one takes ``other``'s as they are), so
+        merging per-raster accumulators in input order gives the same bounds in every process."""
+        if other.count == 0:
+            return
+        if self._hist is not None and other._hist is not None:
+            self._hist += other._hist
+        elif self.spec.method == "sigma":
+            if self._shift is None:
+                self._shift, self._sum, self._sumsq = other._shift, other._sum, other._sumsq
+            else:
+                d = (other._shift or 0.0) - self._shift
+                self._sumsq += other._sumsq + 2.0 * d * other._sum + other.count * d * d
+                self._sum += other._sum + other.count * d
+        self.count += other.count
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What the accumulator saw, as arrays (the histogram from its first to its last
+        non-empty bin): :meth:`from_state` restores it exactly."""
+        arrays = {"count": np.array(self.count, np.int64)}
+        if self._hist is not None:
+            used = np.flatnonzero(self._hist)
+            first = int(used[0]) if used.size else 0
+            last = int(used[-1]) + 1 if used.size else 0
+            arrays.update(first_bin=np.array(first, np.int64), hist=self._hist[first:last])
+        elif self.spec.method == "sigma":
+            shift = np.nan if self._shift is None else self._shift
+            arrays.update(moments=np.array([shift, self._sum, self._sumsq], np.float64))
+        return arrays
+
+    @classmethod
+    def from_state(cls, spec: ClipSpec, arrays: dict[str, np.ndarray]) -> ClipAccumulator:
+        """The accumulator :meth:`state` described (for the same ``spec``)."""
+        acc = cls(spec)
+        acc.count = int(arrays["count"])
+        if acc._hist is not None:
+            first, hist = int(arrays["first_bin"]), np.asarray(arrays["hist"], np.int64)
+            acc._hist[first : first + hist.size] = hist
+        elif spec.method == "sigma":
+            shift, acc._sum, acc._sumsq = (float(v) for v in arrays["moments"])
+            acc._shift = None if np.isnan(shift) else shift
+        return acc
 
     def bounds(self) -> tuple[float, float]:
         """(vmin, vmax) in dB."""
@@ -375,7 +313,9 @@ def _accumulate_strip(acc: ClipAccumulator, data: np.ndarray, mask: np.ndarray, 
 
 
 @dataclass
-class _PatchTable:
+class PatchTable:
+    """Per-patch rows in patch order: source index, band, row, col, valid fraction."""
+
     source: list[int] = field(default_factory=list)
     band: list[int] = field(default_factory=list)
     row: list[int] = field(default_factory=list)
@@ -388,6 +328,22 @@ class _PatchTable:
         self.row.append(row)
         self.col.append(col)
         self.valid_fraction.append(round(valid, 6))
+
+    def extend(self, source: int, columns: dict[str, np.ndarray]) -> None:
+        """Append the rows of one source's table (its ``band``, ``row``, ``col`` and
+        ``valid_fraction`` columns, as :meth:`columns` gave them)."""
+        n = len(columns["band"])
+        self.source.extend([source] * n)
+        self.band.extend(int(v) for v in columns["band"])
+        self.row.extend(int(v) for v in columns["row"])
+        self.col.extend(int(v) for v in columns["col"])
+        self.valid_fraction.extend(float(v) for v in columns["valid_fraction"])
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-patch columns but ``source`` (int64; valid_fraction float64, exact)."""
+        arrays = {k: np.array(getattr(self, k), np.int64) for k in ("band", "row", "col")}
+        arrays["valid_fraction"] = np.array(self.valid_fraction, np.float64)
+        return arrays
 
 
 def _bands_of(info: RasterInfo, config: TilingConfig) -> tuple[int, ...]:
@@ -442,7 +398,7 @@ def _tile_source(
     config: TilingConfig,
     bounds: tuple[float, float],
     writer: ShardWriter,
-    table: _PatchTable,
+    table: PatchTable,
     progress: Progress,
 ) -> dict[str, int]:
     """Pass 2 for one raster; returns candidate/kept patch counts and valid pixel count.
@@ -500,60 +456,77 @@ def _clip_windows(info: RasterInfo, channels: int, config: TilingConfig) -> list
     return column_ranges(info.width, WINDOW_PIXELS // (channels * rows))
 
 
+def clip_steps(info: RasterInfo, bands: tuple[int, ...], config: TilingConfig) -> int:
+    """Windows pass 1 reads from one raster (its progress total)."""
+    windows = _clip_windows(info, len(bands), config)
+    return -(-info.height // strip_rows(info.block_height, config.stride)) * len(windows)
+
+
+def raster_clip_stats(
+    src: Any, info: RasterInfo, bands: tuple[int, ...], config: TilingConfig, progress: Progress
+) -> ClipAccumulator:
+    """Pass 1 for one raster: an accumulator of its valid pixels in dB (one progress step per
+    window); InputError when it holds none."""
+    acc = ClipAccumulator(config.clip)
+    columns = _clip_windows(info, len(bands), config)
+    for *_, data, mask in iter_windows(src, bands, config.stride, columns):
+        _accumulate_strip(acc, data, mask, config.units)
+        progress.update(1, note=info.path.name)
+    if acc.count == 0:
+        raise InputError(
+            "raster holds no valid pixel (all nodata, masked, <= 0 or non-finite)",
+            file=info.path,
+            expected="at least one valid pixel",
+            found=0,
+        )
+    return acc
+
+
 def _clip_pass(
     rasters: list[tuple[Any, RasterInfo, tuple[int, ...]]],
     config: TilingConfig,
     stream: TextIO | None,
 ) -> tuple[float, float]:
-    """Pass 1: global clip bounds over the valid pixels of every raster (with progress)."""
+    """Pass 1: global clip bounds over the valid pixels of every raster (with progress), from
+    per-raster accumulators merged in input order (as the SLURM steps merge them)."""
     acc = ClipAccumulator(config.clip)
     if config.clip.method == "fixed":
         return acc.bounds()
-    plans = [
-        (src, info, bands, _clip_windows(info, len(bands), config)) for src, info, bands in rasters
-    ]
-    total = sum(
-        -(-info.height // strip_rows(info.block_height, config.stride)) * len(columns)
-        for _, info, _, columns in plans
-    )
+    total = sum(clip_steps(info, bands, config) for _, info, bands in rasters)
     with Progress(total, "sar patches 1/2 clip bounds", stream=stream) as progress:
-        for src, info, bands, columns in plans:
-            before = acc.count
-            for *_, data, mask in iter_windows(src, bands, config.stride, columns):
-                _accumulate_strip(acc, data, mask, config.units)
-                progress.update(1, note=info.path.name)
-            if acc.count == before:
-                raise InputError(
-                    "raster holds no valid pixel (all nodata, masked, <= 0 or non-finite)",
-                    file=info.path,
-                    expected="at least one valid pixel",
-                    found=0,
-                )
+        for src, info, bands in rasters:
+            acc.merge(raster_clip_stats(src, info, bands, config, progress))
     return acc.bounds()
 
 
-def _open_all(
+def open_checked(
+    path: str | os.PathLike[str], config: TilingConfig, stack: ExitStack, max_pixels: int
+) -> tuple[Any, RasterInfo, tuple[int, ...]]:
+    """Open one raster (closed with ``stack``) and check it from its header: size limits, patch
+    fit, bands, read windows. Returns (dataset, info, bands)."""
+    src = stack.enter_context(open_raster(path))
+    info = raster_info(src)
+    bands = _bands_of(info, config)
+    check_raster_limits(info, bands, max_pixels)
+    if info.height < config.patch_size or info.width < config.patch_size:
+        raise InputError(
+            "raster is smaller than one patch",
+            file=info.path,
+            expected=f">= {config.patch_size} x {config.patch_size} pixels",
+            found=f"{info.height} x {info.width}",
+        )
+    _column_groups(info, len(bands), config)
+    return src, info, bands
+
+
+def open_rasters(
     sources: Sequence[str | os.PathLike[str]],
     config: TilingConfig,
     stack: ExitStack,
     max_pixels: int,
 ) -> list[tuple[Any, RasterInfo, tuple[int, ...]]]:
-    """Open every raster and check it from its header: size limits, patch fit, bands."""
-    rasters = []
-    for path in sources:
-        src = stack.enter_context(open_raster(path))
-        info = raster_info(src)
-        bands = _bands_of(info, config)
-        check_raster_limits(info, bands, max_pixels)
-        if info.height < config.patch_size or info.width < config.patch_size:
-            raise InputError(
-                "raster is smaller than one patch",
-                file=info.path,
-                expected=f">= {config.patch_size} x {config.patch_size} pixels",
-                found=f"{info.height} x {info.width}",
-            )
-        _column_groups(info, len(bands), config)
-        rasters.append((src, info, bands))
+    """Open and check every raster (:func:`open_checked`); stacked bands need one band count."""
+    rasters = [open_checked(path, config, stack, max_pixels) for path in sources]
     if config.band_mode == "stack" and len({len(b) for _, _, b in rasters}) > 1:
         raise InputError(
             "stacked bands need the same band count in every raster",
@@ -563,7 +536,7 @@ def _open_all(
     return rasters
 
 
-def _output_folder(out_dir: str | os.PathLike[str]) -> Path:
+def output_folder(out_dir: str | os.PathLike[str]) -> Path:
     """The set folder ``--out`` names (``DIR``, or ``DIR/manifest.json``), symlinks resolved.
 
     A set is published by replacing this folder as a whole, so it may not be a file, a mount
@@ -598,7 +571,7 @@ def _is_leftover(name: str) -> bool:
     return name.startswith(".") and (TEMP_MARKER in name or name.startswith(".staging-"))
 
 
-def _check_replaceable(out: Path) -> None:
+def check_replaceable(out: Path) -> None:
     """``out`` must be absent, empty or a patch set (it has ``manifest.json``)."""
     if not out.is_dir() or (out / MANIFEST_NAME).is_file():
         return
@@ -623,6 +596,81 @@ def _write_error(exc: OSError, path: Path, out: Path) -> OSError:
     )
 
 
+@contextlib.contextmanager
+def locked_output(out: Path) -> Iterator[None]:
+    """Hold the lock of the set folder ``out`` (:func:`trainset.store.publish.folder_lock`),
+    clear what killed runs left beside it, and check that it may be replaced."""
+    with folder_lock(out) as locked:
+        remove_leftovers(out, locked=locked)
+        check_replaceable(out)
+        yield
+
+
+def publish_set(out: Path, write: Callable[[Path], None]) -> None:
+    """Build a new set with ``write(staging)`` in a staging folder beside ``out``, then swap it
+    in whole; the staging folder never outlives the call. Call it holding
+    :func:`locked_output`."""
+    staging = make_staging(out)
+    try:
+        write(staging)
+        publish_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class SetWriter:
+    """A new set in a staging folder: :attr:`shards` (streamed patch by patch), the per-patch
+    :attr:`table` and :attr:`sources`, then ``manifest.json`` (:meth:`finish`).
+
+    Used as a context manager: an error drops the open shard, and a write error (a full disk)
+    is raised naming the file and saying that the set in ``out`` is unchanged.
+    """
+
+    def __init__(self, staging: Path, out: Path, config: TilingConfig, channels: int) -> None:
+        self.staging = staging
+        self.out = out
+        self.config = config
+        self.channels = channels
+        self.shards = ShardWriter(
+            staging, config.shard_size, channels, config.patch_size, config.dtype
+        )
+        self.table = PatchTable()
+        self.sources: list[dict[str, Any]] = []
+
+    def __enter__(self) -> SetWriter:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            return
+        path = self.shards.current or self.staging / MANIFEST_NAME
+        self.shards.abort(exc)
+        if isinstance(exc, OSError):
+            raise _write_error(exc, path, self.out) from exc
+
+    def finish(self, bounds: tuple[float, float], argv: list[str] | None) -> None:
+        """Close the last shard and write the manifest (InputError when no patch passed)."""
+        if not self.table.source:
+            candidates = sum(s["candidates"] for s in self.sources)
+            raise InputError(
+                "no patch passed the quality filter; relax --quality or check --units",
+                key="quality",
+                expected="at least one patch",
+                found=f"0 of {candidates} candidates",
+            )
+        shards = self.shards.finish()
+        manifest = _build_manifest(
+            self.config, bounds, self.channels, shards, self.table, self.sources
+        )
+        manifest.provenance = provenance_record(argv)
+        manifest.write(self.staging)
+
+
+def channels_of(config: TilingConfig, bands: tuple[int, ...]) -> int:
+    """Records per patch: the bands when stacked, else 1."""
+    return len(bands) if config.band_mode == "stack" else 1
+
+
 def build_patches(
     sources: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -643,21 +691,46 @@ def build_patches(
     cfg = config or TilingConfig()
     if not sources:
         raise InputError("no input raster given", expected="one or more GeoTIFFs", found=0)
-    out = _output_folder(out_dir)
+    out = output_folder(out_dir)
     stream = None if show_progress else io.StringIO()
     with raster_env(), ExitStack() as files:
-        rasters = _open_all(sources, cfg, files, max_pixels)
-        with folder_lock(out) as locked:
-            remove_leftovers(out, locked=locked)
-            _check_replaceable(out)
+        rasters = open_rasters(sources, cfg, files, max_pixels)
+        with locked_output(out):
             bounds = _clip_pass(rasters, cfg, stream)
-            staging = make_staging(out)
-            try:
-                _write_set(staging, out, rasters, cfg, bounds, argv, stream)
-                publish_folder(staging, out)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            publish_set(
+                out, lambda staging: _write_set(staging, out, rasters, cfg, bounds, argv, stream)
+            )
     return out / MANIFEST_NAME
+
+
+def tile_steps(info: RasterInfo, bands: tuple[int, ...], config: TilingConfig) -> int:
+    """Patch rows pass 2 cuts from one raster, over its column groups (its progress total)."""
+    rows = (info.height - config.patch_size) // config.stride + 1
+    return rows * len(_column_groups(info, len(bands), config))
+
+
+def tile_raster(
+    src: Any,
+    index: int,
+    info: RasterInfo,
+    bands: tuple[int, ...],
+    config: TilingConfig,
+    bounds: tuple[float, float],
+    writer: ShardWriter,
+    table: PatchTable,
+    progress: Progress,
+) -> dict[str, int]:
+    """Pass 2 for one raster (source ``index``): its patches into ``writer``, their rows into
+    ``table``; returns its counts. InputError when the tiled area holds no valid pixel."""
+    counts = _tile_source(src, index, info, bands, config, bounds, writer, table, progress)
+    if counts["valid_pixels"] == 0:
+        raise InputError(
+            "raster holds no valid pixel in the tiled area (all nodata?)",
+            file=info.path,
+            expected="at least one valid pixel",
+            found=0,
+        )
+    return counts
 
 
 def _write_set(
@@ -670,50 +743,21 @@ def _write_set(
     stream: TextIO | None,
 ) -> None:
     """Pass 2 into ``staging``: every shard, then ``manifest.json`` (for the folder ``out``)."""
-    channels = len(rasters[0][2]) if cfg.band_mode == "stack" else 1
-    writer = ShardWriter(staging, cfg.shard_size, channels, cfg.patch_size, cfg.dtype)
-    table = _PatchTable()
-    source_records = []
-    total = sum(
-        ((i.height - cfg.patch_size) // cfg.stride + 1) * len(_column_groups(i, len(b), cfg))
-        for _, i, b in rasters
-    )
-    try:
+    total = sum(tile_steps(info, bands, cfg) for _, info, bands in rasters)
+    with SetWriter(staging, out, cfg, channels_of(cfg, rasters[0][2])) as new:
         with Progress(total, "sar patches 2/2 tiling", stream=stream) as progress:
             for index, (src, info, bands) in enumerate(rasters):
-                counts = _tile_source(src, index, info, bands, cfg, bounds, writer, table, progress)
-                if counts["valid_pixels"] == 0:
-                    raise InputError(
-                        "raster holds no valid pixel in the tiled area (all nodata?)",
-                        file=info.path,
-                        expected="at least one valid pixel",
-                        found=0,
-                    )
-                source_records.append(_source_record(info, bands, out, counts))
-        if not table.source:
-            candidates = sum(s["candidates"] for s in source_records)
-            raise InputError(
-                "no patch passed the quality filter; relax --quality or check --units",
-                key="quality",
-                expected="at least one patch",
-                found=f"0 of {candidates} candidates",
-            )
-        shards = writer.finish()
-        manifest = _build_manifest(cfg, bounds, channels, rasters, shards, table, source_records)
-        manifest.provenance = provenance_record(argv)
-        manifest.write(staging)
-    except OSError as exc:
-        path = writer.current or staging / MANIFEST_NAME
-        writer.abort(exc)
-        raise _write_error(exc, path, out) from exc
-    except BaseException as exc:
-        writer.abort(exc)
-        raise
+                counts = tile_raster(
+                    src, index, info, bands, cfg, bounds, new.shards, new.table, progress
+                )
+                new.sources.append(source_record(info, bands, out, counts))
+        new.finish(bounds, argv)
 
 
-def _source_record(
+def source_record(
     info: RasterInfo, bands: tuple[int, ...], out: Path, counts: dict[str, int]
 ) -> dict[str, Any]:
+    """A raster as ``manifest.json`` lists it (path relative to the set folder ``out``)."""
     return {
         "path": os.path.relpath(info.path.resolve(), out.resolve()),
         "sha256": sha256_file(info.path),
@@ -732,9 +776,8 @@ def _build_manifest(
     cfg: TilingConfig,
     bounds: tuple[float, float],
     channels: int,
-    rasters: list[tuple[Any, RasterInfo, tuple[int, ...]]],
     shards: list[dict[str, Any]],
-    table: _PatchTable,
+    table: PatchTable,
     sources: list[dict[str, Any]],
 ) -> Manifest:
     return Manifest(
@@ -749,7 +792,7 @@ def _build_manifest(
         vmin=float(bounds[0]),
         vmax=float(bounds[1]),
         band_mode=cfg.band_mode,
-        bands=list(rasters[0][2]) if cfg.band_mode == "stack" else None,
+        bands=list(sources[0]["bands"]) if cfg.band_mode == "stack" else None,
         clip=cfg.clip.to_dict(),
         quality=asdict(cfg.quality),
         sources=sources,
