@@ -390,7 +390,7 @@ def _column_groups(
     return groups
 
 
-def _tile_source(
+def tile_raster(
     src: Any,
     index: int,
     info: RasterInfo,
@@ -401,7 +401,9 @@ def _tile_source(
     table: PatchTable,
     progress: Progress,
 ) -> dict[str, int]:
-    """Pass 2 for one raster; returns candidate/kept patch counts and valid pixel count.
+    """Pass 2 for one raster (source ``index``): its patches into ``writer``, their rows into
+    ``table``; returns candidate/kept patch counts and valid pixel count. InputError when the
+    tiled area holds no valid pixel.
 
     Patches come in (row, column, band) order within each column group (one group unless the
     raster is wider than a window holds)."""
@@ -446,6 +448,13 @@ def _tile_source(
                     table.append(index, bands[b], r, col0 + c, float(valid_counts[b, j]) / area)
                     kept += 1
             progress.update(1, note=info.path.name)
+    if valid_pixels_seen == 0:
+        raise InputError(
+            "raster holds no valid pixel in the tiled area (all nodata?)",
+            file=info.path,
+            expected="at least one valid pixel",
+            found=0,
+        )
     candidates = n_rows * n_cols * (1 if config.band_mode == "stack" else channels)
     return {"candidates": candidates, "patches": kept, "valid_pixels": valid_pixels_seen}
 
@@ -707,30 +716,6 @@ def tile_steps(info: RasterInfo, bands: tuple[int, ...], config: TilingConfig) -
     """Patch rows pass 2 cuts from one raster, over its column groups (its progress total)."""
     rows = (info.height - config.patch_size) // config.stride + 1
     return rows * len(_column_groups(info, len(bands), config))
-
-
-def tile_raster(
-    src: Any,
-    index: int,
-    info: RasterInfo,
-    bands: tuple[int, ...],
-    config: TilingConfig,
-    bounds: tuple[float, float],
-    writer: ShardWriter,
-    table: PatchTable,
-    progress: Progress,
-) -> dict[str, int]:
-    """Pass 2 for one raster (source ``index``): its patches into ``writer``, their rows into
-    ``table``; returns its counts. InputError when the tiled area holds no valid pixel."""
-    counts = _tile_source(src, index, info, bands, config, bounds, writer, table, progress)
-    if counts["valid_pixels"] == 0:
-        raise InputError(
-            "raster holds no valid pixel in the tiled area (all nodata?)",
-            file=info.path,
-            expected="at least one valid pixel",
-            found=0,
-        )
-    return counts
 
 
 def _write_set(
