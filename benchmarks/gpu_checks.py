@@ -201,7 +201,6 @@ def check_render(device: torch.device, small: bool) -> str:
 
 
 def check_vda(device: torch.device, small: bool) -> str:
-    sys.path.insert(0, str(Path(__file__).parent))
     from trainset.focus.vda.inference import WINDOW
     from vda import random_model
 
@@ -250,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
         n, size = (64, 16) if args.small else (2048, 256)
         root = patch_set(tmp / "sar", n, size)
         focus = tmp / "focus"
-        sys.path.insert(0, str(Path(__file__).parent))
         from clip_loader import build_set
 
         build_set(focus, 2, 8, 32 if args.small else 128)

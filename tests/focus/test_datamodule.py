@@ -2,13 +2,13 @@ import shutil
 
 import pytest
 import torch
-from clip_scenes import write_scene
-from quiet_trainer import quiet_trainer
 
+from tests.loading.quiet_trainer import quiet_trainer
 from trainset.errors import InputError
 from trainset.focus.clips import ClipSampler, FocusClipDataset, collate_fn
 from trainset.focus.datamodule import FocusDataModule
 from trainset.focus.pack import pack_dataset
+from trainset.testing.clip_scenes import write_scene
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@ import shutil
 
 import numpy as np
 import pytest
-from clip_scenes import SETS, bokeh_rgb, depth_map, focus_value, frame_rgb, write_scene
 
 from trainset.errors import InputError
 from trainset.focus import pack as pack_mod
@@ -20,6 +19,14 @@ from trainset.store import (
     atomic_write_npz,
     atomic_write_png,
     sha256_file,
+)
+from trainset.testing.clip_scenes import (
+    SETS,
+    bokeh_rgb,
+    depth_map,
+    focus_value,
+    frame_rgb,
+    write_scene,
 )
 
 

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from patch_sets import augmented, make_patch_set, records
-from quiet_trainer import quiet_trainer
 
+from tests.loading.quiet_trainer import quiet_trainer
 from trainset.errors import InputError
 from trainset.loading import EpochSampler, d4_codes
 from trainset.sar.datamodule import SARDataModule
 from trainset.sar.datasets import LazyPatchDataset
+from trainset.testing.patch_sets import augmented, make_patch_set, records
 
 
 def test_lazy_batch_is_the_d4_of_the_shard_records(tmp_path):

@@ -16,8 +16,6 @@ import pytest
 
 pytest.importorskip("rasterio")
 
-from sar_rasters import speckle_amplitude_dn, write_geotiff
-
 import trainset.sar.tiling as tiling
 import trainset.store.atomic as atomic
 from trainset.errors import InputError
@@ -26,6 +24,7 @@ from trainset.sar.manifest import load_manifest
 from trainset.sar.tiling import QualityFilter, TilingConfig, build_patches
 from trainset.sar.verify import verify_patch_files
 from trainset.store import sha256_file
+from trainset.testing.sar_rasters import speckle_amplitude_dn, write_geotiff
 
 # 32-pixel patches every 16 pixels, all kept, 20 patches per shard: a 64 x 64 raster gives 9
 # patches in one shard, a 96 x 96 raster 25 patches in two.

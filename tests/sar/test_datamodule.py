@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from quiet_trainer import quiet_trainer
-from sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
+from tests.loading.quiet_trainer import quiet_trainer
 from trainset.cli import main
 from trainset.errors import InputError
 from trainset.sar.datamodule import SARDataModule, split_patches
 from trainset.sar.manifest import load_manifest
+from trainset.testing.sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
 from trainset.errors import InputError
 from trainset.sar.geotiff import iter_strips, open_raster, strip_rows
@@ -21,6 +20,7 @@ from trainset.sar.tiling import (
     build_patches,
 )
 from trainset.store import NPY_ALIGN, sha256_file
+from trainset.testing.sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
 KEEP_ALL = QualityFilter(0.0, 1.0, 0.0)
 

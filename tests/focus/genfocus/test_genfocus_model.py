@@ -7,14 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from genfocus_models import (
-    flux_scheduler,
-    prompt_tensors,
-    tiny_transformer,
-    tiny_vae,
-    write_tiny_flux,
-    write_tiny_lora,
-)
 from safetensors.torch import load_file
 
 from trainset.focus.genfocus import GenFocusModel, from_pretrained
@@ -24,6 +16,14 @@ from trainset.focus.genfocus.model import (
     tile_starts,
     tile_weights,
     unpack_latents,
+)
+from trainset.testing.genfocus_models import (
+    flux_scheduler,
+    prompt_tensors,
+    tiny_transformer,
+    tiny_vae,
+    write_tiny_flux,
+    write_tiny_lora,
 )
 
 
