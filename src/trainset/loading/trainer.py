@@ -11,11 +11,19 @@ evaluation loader's sampler restarts every pass (``EpochSampler(restart=True)``)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from trainset.loading.ring import RingLoader
+
+if TYPE_CHECKING:
+    from lightning.pytorch import LightningDataModule as DataModuleBase
+else:
+    try:
+        from lightning.pytorch import LightningDataModule as DataModuleBase
+    except ImportError:  # lightning is optional: a datamodule still works without it
+        DataModuleBase = object
 
 
 def process_group() -> tuple[int, int]:
