@@ -1,7 +1,7 @@
 """GenFocus backends on the CPU with a tiny random FLUX: time per frame, against ``layered``.
 
 Writes a tiny FLUX.1-dev-layout folder, both LoRA files and the cached prompts
-(tests/focus/genfocus_models.py) to a temp dir, builds the deblur backend and the renderer the
+(trainset.testing.genfocus_models) to a temp dir, builds the deblur backend and the renderer the
 way `trainset focus deblur --backend genfocus` and `render --renderer genfocus` do (default
 options: 28 steps, tiling from 512 px), and times ``sharpen`` and ``render`` per frame at each
 size. In the same process the ``layered`` renderer renders the same frame and CoC map. Prints
@@ -14,17 +14,12 @@ parameters, FLUX.1-dev 12B: these figures time the pipeline around the model, no
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "focus"))
-
-from genfocus_models import write_prompt, write_tiny_flux, write_tiny_lora
 
 from trainset.focus.genfocus.backends import (
     BOKEH_PROMPT,
@@ -33,6 +28,7 @@ from trainset.focus.genfocus.backends import (
     GenFocusRenderer,
 )
 from trainset.focus.render import LayeredRenderer
+from trainset.testing.genfocus_models import write_prompt, write_tiny_flux, write_tiny_lora
 
 
 def main() -> None:

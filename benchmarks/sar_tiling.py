@@ -15,7 +15,6 @@ below --max-rss-gb, default 1.5), patches/s and the ratio of tiling time to the 
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import subprocess
@@ -26,11 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from trainset.sar.geotiff import iter_strips, open_raster, raster_env  # noqa: E402
-from trainset.sar.manifest import load_manifest  # noqa: E402
+from trainset.sar.geotiff import iter_strips, open_raster, raster_env
+from trainset.sar.manifest import load_manifest
 
 BLOCK = 256
 # Columns generated at once: keeps this process small, since a child's peak RSS as Linux
@@ -113,12 +109,11 @@ def main() -> int:
         read_s, nbytes = baseline_read(tif, args.stride)
         print(f"baseline: windowed read {nbytes / 2**20 / read_s:.0f} MiB/s ({read_s:.2f} s)")
 
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        cmd = [sys.executable, "-m", "trainset.cli", "sar", "patches", str(tif), "--out", str(out)]
+        cmd = [sys.executable, "-m", "trainset", "sar", "patches", str(tif), "--out", str(out)]
         cmd += ["--patch-size", str(args.patch_size), "--stride", str(args.stride)]
         cmd += ["--units", "amplitude", "--dtype", args.dtype]
         t0 = time.perf_counter()
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         tile_s = time.perf_counter() - t0
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)

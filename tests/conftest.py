@@ -25,7 +25,7 @@ def run_cli(
     """Run ``trainset ARGS`` in a fresh process and capture its output."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "trainset.cli", *args],
+        [sys.executable, "-m", "trainset", *args],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-from plan_formulas import plan_sample_coc_params, sha256_scene_seed
 
+from tests.focus.plan_formulas import plan_sample_coc_params, sha256_scene_seed
 from trainset.errors import InputError
 from trainset.focus.calibration import (
     LogHistogram,

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from plan_formulas import plan_compute_focus_map
 
+from tests.focus.plan_formulas import plan_compute_focus_map
 from trainset.cli import main
 from trainset.focus.pack import pack_dataset
 from trainset.store import atomic_write_npz, read_json, read_npz_array

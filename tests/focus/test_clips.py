@@ -4,12 +4,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from clip_scenes import SETS, depth_map, focus_value, write_scene
 
 from trainset.errors import InputError
 from trainset.focus.clips import ClipSampler, FocusClipDataset, collate_fn
 from trainset.focus.pack import pack_dataset
 from trainset.store import atomic_write_npz, atomic_write_png
+from trainset.testing.clip_scenes import SETS, depth_map, focus_value, write_scene
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_focus_and_bokeh_come_from_the_clip_set(root):
     assert item["set"] == 1
     np.testing.assert_array_equal(
         item["focus"][:, 0, 0, 0].numpy(),
-        np.float16([focus_value(1, 0), focus_value(1, 1)]).astype(np.float32),
+        np.array([focus_value(1, 0), focus_value(1, 1)], np.float16).astype(np.float32),
     )
     assert item["bokeh"][:, 0, 0, 0].tolist() == pytest.approx([110 / 255, 111 / 255])
 

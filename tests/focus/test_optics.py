@@ -10,8 +10,12 @@ import sys
 
 import numpy as np
 import pytest
-from plan_formulas import plan_compute_focus_map, plan_compute_raw_coc, plan_sample_coc_params
 
+from tests.focus.plan_formulas import (
+    plan_compute_focus_map,
+    plan_compute_raw_coc,
+    plan_sample_coc_params,
+)
 from trainset.errors import InputError
 from trainset.focus.optics import (
     coc_px,

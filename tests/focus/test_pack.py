@@ -2,7 +2,6 @@ import shutil
 
 import numpy as np
 import pytest
-from clip_scenes import SETS, bokeh_rgb, depth_map, focus_value, frame_rgb, write_scene
 
 from trainset.errors import InputError
 from trainset.focus import pack as pack_mod
@@ -20,6 +19,14 @@ from trainset.store import (
     atomic_write_npz,
     atomic_write_png,
     sha256_file,
+)
+from trainset.testing.clip_scenes import (
+    SETS,
+    bokeh_rgb,
+    depth_map,
+    focus_value,
+    frame_rgb,
+    write_scene,
 )
 
 
@@ -41,6 +48,7 @@ def test_packed_arrays_hold_the_plan_values_channels_first(root):
     pack_scene(root, "alpha")
     p = open_packed(root / "alpha")
     assert p is not None
+    assert p.depth is not None and p.focus is not None and p.bokeh is not None
     np.testing.assert_array_equal(
         p.frames, np.stack([frame_rgb(t, 6, 10).transpose(2, 0, 1) for t in range(3)])
     )

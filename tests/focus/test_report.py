@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from failed_sets import BROKEN_FILE, FAILED_SCENE, build_set_with_failed_scene
 from PIL import Image
-from tests.conftest import run_cli
 
+from tests.conftest import run_cli
+from tests.focus.failed_sets import BROKEN_FILE, FAILED_SCENE, build_set_with_failed_scene
 from trainset.cli import main
 from trainset.focus.demo import focus_demo_summary
 from trainset.focus.report import FocusReportOptions, build_focus_report, sample_scenes

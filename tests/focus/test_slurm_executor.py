@@ -105,7 +105,7 @@ def test_dry_run_prints_plan_resources_and_dependencies_without_a_cluster(tmp_pa
     args += ["--min-frames", "2", "--executor", "slurm", "--dry-run", "--max-coc", "from-stats"]
     # No SLURM client on PATH: nothing can be submitted, resources cannot be checked.
     result = subprocess.run(
-        [sys.executable, "-m", "trainset.cli", *args],
+        [sys.executable, "-m", "trainset", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "PATH": str(tmp_path / "no-slurm")},

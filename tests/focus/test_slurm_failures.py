@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from slurm_helpers import CONFIG, cli, require_controller, wait
 
+from tests.slurm_helpers import CONFIG, cli, require_controller, wait
 from trainset.focus.synthetic import generate_scenes
 from trainset.store import read_json
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from plan_formulas import plan_sample_coc_params, sha256_scene_seed
 
+from tests.focus.plan_formulas import plan_sample_coc_params, sha256_scene_seed
 from trainset.errors import InputError
 from trainset.focus.labels import labels_params, run_labels
 from trainset.focus.optics import signed_coc_px

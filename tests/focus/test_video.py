@@ -156,7 +156,7 @@ def test_a_killed_extraction_leaves_no_scene_and_the_next_run_cleans_up(tmp_path
     _encode(video)
     raw = tmp_path / "raw"
     env = {**os.environ, "TRAINSET_FAULT_KILL_AT": "3"}
-    argv = [sys.executable, "-m", "trainset.cli", "focus", "extract", str(video)]
+    argv = [sys.executable, "-m", "trainset", "focus", "extract", str(video)]
     proc = subprocess.run([*argv, "--raw-root", str(raw)], env=env, capture_output=True)
     assert proc.returncode == -signal.SIGKILL
     assert not (raw / "v").exists()

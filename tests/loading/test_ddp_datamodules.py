@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from clip_scenes import write_scene
-from patch_sets import make_patch_set
 
 from trainset.focus.datamodule import FocusDataModule
 from trainset.sar.datamodule import SARDataModule
+from trainset.testing.clip_scenes import write_scene
+from trainset.testing.patch_sets import make_patch_set
 
 
 @pytest.fixture(scope="module")

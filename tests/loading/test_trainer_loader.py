@@ -4,10 +4,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from shard_files import write_shards
 
 from trainset.loading import EpochSampler, ShardReader, ThreadedLoader, TrainerLoader
 from trainset.loading.trainer import batch_device, fresh_copy
+from trainset.testing.shard_files import write_shards
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ def test_a_full_disk_fails_each_scene_naming_the_path_and_the_run_goes_on(
 # -- seeded SIGKILLs of depth, render and pack -----------------------------------------------
 def _trainset(*argv: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "trainset.cli", *argv],
+        [sys.executable, "-m", "trainset", *argv],
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,

@@ -197,7 +197,7 @@ def test_rerun_removes_the_temps_a_killed_fixture_left(tmp_path):
     out = tmp_path / "out" / "f.npz"
     env = {**os.environ, "TRAINSET_FAULT_KILL_AT": "1"}
     killed = subprocess.run(
-        [sys.executable, "-m", "trainset.cli", *fixture_argv(source, out)], env=env, check=False
+        [sys.executable, "-m", "trainset", *fixture_argv(source, out)], env=env, check=False
     )
     assert killed.returncode == -signal.SIGKILL
     assert temps_of(out), "the killed run left the NPZ's temp"

@@ -29,7 +29,7 @@ from trainset.store.atomic import FAULT_ENV
 def killed_at(k: int, argv: list[str]) -> int:
     """Run ``trainset ARGV`` in a new process that SIGKILLs itself before its k-th rename."""
     env = {**os.environ, FAULT_ENV: str(k)}
-    cmd = [sys.executable, "-m", "trainset.cli", *argv]
+    cmd = [sys.executable, "-m", "trainset", *argv]
     return subprocess.run(cmd, env=env, capture_output=True, check=False).returncode
 
 

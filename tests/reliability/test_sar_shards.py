@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-from patch_sets import make_patch_set
 
 from trainset.errors import InputError
 from trainset.sar.datamodule import SARDataModule
@@ -14,6 +13,7 @@ from trainset.sar.datasets import LazyPatchDataset
 from trainset.sar.legacy import import_legacy
 from trainset.sar.verify import verify_patch_files
 from trainset.store import NPY_ALIGN, atomic_write_npy
+from trainset.testing.patch_sets import make_patch_set
 
 BAD_SHARDS = {
     "uint8": (

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import rasterio
 from PIL import Image
-from sar_rasters import speckle_intensity, write_geotiff
 
 from trainset.cli import main
 from trainset.errors import InputError
 from trainset.sar.manifest import load_manifest
 from trainset.sar.report import SarReportOptions, build_sar_report, read_patches
 from trainset.sar.splits import split_patches
+from trainset.testing.sar_rasters import speckle_intensity, write_geotiff
 
 
 def _patches(tifs: list[Path], out: Path, *extra: str) -> Path:

@@ -28,7 +28,7 @@ from trainset.store.codecs import (
 )
 from trainset.store.hashing import params_hash, sha256_bytes, sha256_file
 from trainset.store.provenance import provenance_record
-from trainset.store.sentinels import Sentinel, is_current, read_sentinel, write_sentinel
+from trainset.store.sentinels import Sentinel, read_sentinel, write_sentinel
 
 __all__ = [
     "MAX_ARRAY_BYTES",
@@ -46,7 +46,6 @@ __all__ = [
     "check_array_size",
     "encode_csv",
     "encode_npz",
-    "is_current",
     "npz_headers",
     "params_hash",
     "provenance_record",

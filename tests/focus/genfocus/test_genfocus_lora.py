@@ -4,12 +4,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from genfocus_models import flux_scheduler, lora_state, tiny_transformer, tiny_vae, write_tiny_lora
 from safetensors.torch import save_file
 
 from trainset.errors import InputError
 from trainset.focus.genfocus import GenFocusModel
 from trainset.focus.genfocus.lora import is_switched
+from trainset.testing.genfocus_models import (
+    flux_scheduler,
+    lora_state,
+    tiny_transformer,
+    tiny_vae,
+    write_tiny_lora,
+)
 
 
 def model() -> GenFocusModel:

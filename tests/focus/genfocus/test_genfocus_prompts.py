@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from genfocus_models import write_tiny_flux, write_tiny_text_encoders
 
 from trainset.errors import InputError
 from trainset.focus.genfocus.backends import DEBLUR_PROMPT
 from trainset.focus.genfocus.pretrained import prompt_cache_path, prompt_embeddings
+from trainset.testing.genfocus_models import write_tiny_flux, write_tiny_text_encoders
 
 
 @pytest.fixture(scope="module")

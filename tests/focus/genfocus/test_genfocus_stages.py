@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from genfocus_models import tiny_transformer, write_prompt, write_tiny_flux, write_tiny_lora
 
 from trainset.cli import build_parser, main
 from trainset.focus.genfocus.backends import (
@@ -19,6 +18,12 @@ from trainset.focus.genfocus.backends import (
     working_size,
 )
 from trainset.store import read_json, read_png
+from trainset.testing.genfocus_models import (
+    tiny_transformer,
+    write_prompt,
+    write_tiny_flux,
+    write_tiny_lora,
+)
 
 
 @pytest.fixture(scope="module")

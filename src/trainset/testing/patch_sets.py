@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from shard_files import write_shards
 
 from trainset.loading import d4_codes, d4_view
 from trainset.sar.manifest import FORMAT, VERSION, write_manifest
+from trainset.testing.shard_files import write_shards
 
 
 def make_patch_set(
