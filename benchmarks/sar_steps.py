@@ -1,6 +1,6 @@
 """What the SLURM steps of `sar patches` cost beside the local run, on the same rasters.
 
-Writes N uint16 GeoTIFFs (seeded speckle, as benchmarks/sar_tiling.py), then in this process,
+Writes N uint16 amplitude GeoTIFFs (seeded speckle, 256 x 256 tiles), then in this process,
 alternating for --rounds rounds: the local executor (`build_patches`: two passes, streaming into
 the set) and the steps a SLURM submission runs (`plan_patches`, executed one after the other
 here with `run_locally`: per-raster stats, bounds, per-raster tiles, then the manifest step
@@ -23,18 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests" / "sar"))
-
-from sar_sets import set_files  # noqa: E402
-
-from sar_tiling import write_tif  # noqa: E402
-from trainset.pipeline.plan import run_locally  # noqa: E402
-from trainset.sar.config import TilingConfig  # noqa: E402
-from trainset.sar.steps import plan_patches  # noqa: E402
-from trainset.sar.tiling import build_patches  # noqa: E402
-from trainset.sar.workdir import TILE, work_folder  # noqa: E402
+from trainset.pipeline.plan import run_locally
+from trainset.sar.config import TilingConfig
+from trainset.sar.steps import plan_patches
+from trainset.sar.tiling import build_patches
+from trainset.sar.workdir import TILE, work_folder
+from trainset.testing.sar_rasters import speckle_amplitude_dn, write_geotiff
+from trainset.testing.sar_sets import set_files
 
 
 def folder_bytes(folder: Path) -> int:
@@ -80,7 +75,7 @@ def main() -> int:
     try:
         rasters = [work / f"scene{i}.tif" for i in range(args.rasters)]
         for i, path in enumerate(rasters):
-            write_tif(path, args.size, args.size, seed=i)
+            write_geotiff(path, speckle_amplitude_dn((args.size, args.size), seed=i), block=256)
         print(f"{args.rasters} rasters of {args.size} x {args.size} uint16, default options")
         ratios = []
         for r in range(args.rounds):

@@ -14,9 +14,6 @@ import pytest
 
 pytest.importorskip("rasterio")
 
-from sar_rasters import speckle_amplitude_dn, write_geotiff
-from sar_sets import set_files
-
 import trainset.store.atomic as atomic
 from trainset.pipeline.plan import Plan, run_step, spec_path, write_step_spec
 from trainset.sar.config import QualityFilter, TilingConfig
@@ -24,6 +21,8 @@ from trainset.sar.manifest import load_manifest
 from trainset.sar.steps import plan_patches
 from trainset.sar.tiling import build_patches
 from trainset.sar.verify import verify_patch_files
+from trainset.testing.sar_rasters import speckle_amplitude_dn, write_geotiff
+from trainset.testing.sar_sets import set_files
 
 # 32-pixel patches every 16 pixels, all kept, 7 patches per shard: 9 + 12 patches, 3 shards.
 CONFIG = TilingConfig(

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sar_rasters import speckle_amplitude_dn, write_geotiff
-from sar_sets import set_files
-from slurm_helpers import cli, require_controller, wait
 
+from tests.slurm_helpers import cli, require_controller, wait
 from trainset.pipeline.slurm import TaskState, read_jobs
 from trainset.sar.workdir import unit_ids
+from trainset.testing.sar_rasters import speckle_amplitude_dn, write_geotiff
+from trainset.testing.sar_sets import set_files
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -30,8 +30,8 @@ STEPS = ("stats", "bounds", "tile", "manifest")
 SMALL = "{partition: cpu, cpus: 1, mem: 400M, time: '00:10:00'}"
 CONFIG = "stages:\n" + "".join(f"  {step}: {SMALL}\n" for step in STEPS)
 # 32-pixel patches every 16 pixels, all kept, 7 per shard: shards hold patches of two rasters.
-FLAGS = ("--units", "amplitude", "--patch-size", "32", "--stride", "16", "--quality", "0,1,0")
-FLAGS += ("--shard-size", "7")
+FLAGS = ["--units", "amplitude", "--patch-size", "32", "--stride", "16", "--quality", "0,1,0"]
+FLAGS += ["--shard-size", "7"]
 
 
 @dataclass

@@ -4,11 +4,10 @@ the local run, byte for byte; resubmission plans only what is not current; dry r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
-from sar_sets import set_files
 
 import trainset.sar.tiling as tiling
 from trainset.cli import main
@@ -19,9 +18,16 @@ from trainset.sar.config import ClipSpec, QualityFilter, TilingConfig
 from trainset.sar.manifest import load_manifest
 from trainset.sar.steps import RESOURCES, plan_patches, run_patches
 from trainset.sar.workdir import TILE, unit_ids, work_folder
+from trainset.testing.sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
+from trainset.testing.sar_sets import set_files
 
 # 32-pixel patches every 16 pixels, all kept, 7 patches per shard: shards cross rasters.
-BASE = {"patch_size": 32, "stride": 16, "quality": QualityFilter(0.0, 1.0, 0.0), "shard_size": 7}
+BASE: dict[str, Any] = {
+    "patch_size": 32,
+    "stride": 16,
+    "quality": QualityFilter(0.0, 1.0, 0.0),
+    "shard_size": 7,
+}
 # A cluster whose cpu partition fits the SAR defaults (8 CPUs, 32 GiB).
 CLUSTER = parse_cluster(
     "PartitionName=cpu MaxTime=UNLIMITED State=UP\n",
@@ -106,10 +112,10 @@ def test_float_rasters_with_nan_nodata_give_the_local_set(tmp_path):
 
 def test_the_plan_lists_the_four_steps_over_rasters_in_input_order(rasters, tmp_path):
     plan = plan_patches(rasters, tmp_path / "out", config())
+    units = unit_ids([r.resolve() for r in rasters])
     assert [s.name for s in plan.steps] == ["stats", "bounds", "tile", "manifest"]
-    assert [s.units is None for s in plan.steps] == [False, True, False, True]
-    assert plan.steps[0].units == unit_ids([r.resolve() for r in rasters])
-    assert plan.steps[0].pending == set(plan.steps[0].units)
+    assert [s.units for s in plan.steps] == [units, None, units, None]
+    assert plan.steps[0].pending == set(units)
     assert plan.steps[2].pending is None  # the bounds are not known yet
     assert [s.after for s in plan.steps] == [(), ("stats",), ("bounds",), ("tile",)]
     assert plan.out_root == (tmp_path / ".out.work").resolve()
@@ -119,7 +125,7 @@ def test_the_plan_lists_the_four_steps_over_rasters_in_input_order(rasters, tmp_
 def test_fixed_bounds_need_no_statistics_steps(rasters, tmp_path):
     plan = plan_patches(rasters, tmp_path / "out", config(clip=ClipSpec.parse("fixed:20,70")))
     assert [(s.name, s.after) for s in plan.steps] == [("tile", ()), ("manifest", ("tile",))]
-    assert plan.steps[0].pending == set(plan.steps[0].units)
+    assert plan.steps[0].pending == set(unit_ids([r.resolve() for r in rasters]))
 
 
 def test_a_raster_whose_tiling_failed_is_the_only_one_planned_again(
@@ -160,7 +166,7 @@ def test_a_changed_raster_redoes_its_statistics_and_every_tile(rasters, tmp_path
     assert run_plan(rasters, out, cfg) == 0
     write_geotiff(rasters[2], speckle_amplitude_dn((80, 64), seed=9))
     plan = plan_patches(rasters, out, cfg)
-    units = plan.steps[0].units
+    units = unit_ids([r.resolve() for r in rasters])
     assert [(s.name, s.pending) for s in plan.steps] == [
         ("stats", frozenset({units[2]})),
         ("bounds", None),

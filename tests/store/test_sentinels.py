@@ -4,6 +4,7 @@ import sys
 
 from trainset.store import params_hash, read_sentinel, sha256_file, write_sentinel
 from trainset.store.provenance import provenance_record
+from trainset.store.sentinels import is_current
 
 
 def test_sentinel_holds_stage_version_params_hash_counts_and_inputs(tmp_path):
@@ -17,6 +18,15 @@ def test_sentinel_holds_stage_version_params_hash_counts_and_inputs(tmp_path):
     assert data["params_hash"] == params_hash({"scale": 1.0, "backend": "provided"})
     sentinel = read_sentinel(tmp_path)
     assert sentinel is not None and sentinel.inputs == inputs
+
+
+def test_sentinel_is_current_only_for_the_same_stage_version_and_params(tmp_path):
+    write_sentinel(tmp_path, "tile", 1, {"bounds": [1.0, 2.0], "raster": "a.tif"})
+    assert is_current(tmp_path, "tile", 1, {"raster": "a.tif", "bounds": [1.0, 2.0]})
+    assert not is_current(tmp_path, "tile", 2, {"raster": "a.tif", "bounds": [1.0, 2.0]})
+    assert not is_current(tmp_path, "stats", 1, {"raster": "a.tif", "bounds": [1.0, 2.0]})
+    assert not is_current(tmp_path, "tile", 1, {"raster": "a.tif", "bounds": [1.0, 2.5]})
+    assert not is_current(tmp_path / "missing", "tile", 1, {})
 
 
 def test_corrupt_or_missing_sentinel_reads_as_none(tmp_path):

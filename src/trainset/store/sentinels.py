@@ -93,3 +93,17 @@ def sentinel_fingerprint(directory: str | os.PathLike[str]) -> str | None:
         return hashlib.sha256(sentinel_path(directory).read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+def is_current(
+    directory: str | os.PathLike[str], stage: str, stage_version: int, params: Mapping[str, Any]
+) -> bool:
+    """True when ``directory`` holds a sentinel for this stage, version and parameters (a
+    result with no upstream sentinels to compare, e.g. one raster's step of `sar patches`)."""
+    sentinel = read_sentinel(directory)
+    return (
+        sentinel is not None
+        and sentinel.stage == stage
+        and sentinel.stage_version == stage_version
+        and sentinel.params_hash == params_hash(params)
+    )

@@ -1,6 +1,7 @@
 """Small seeded data for tests and benchmarks, made on the spot (nothing is downloaded).
 
 - :mod:`~trainset.testing.sar_rasters`: GeoTIFFs with CRS, transform and nodata (rasterio).
+- :mod:`~trainset.testing.sar_sets`: SAR patch sets compared file by file (without provenance).
 - :mod:`~trainset.testing.shard_files`, :mod:`~trainset.testing.patch_sets`: SAR shards and
   patch sets whose every value says where it came from.
 - :mod:`~trainset.testing.clip_scenes`: per-scene focus outputs in the plan's layout.
