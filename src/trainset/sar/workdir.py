@@ -118,7 +118,10 @@ class PatchesRun:
         """The raster of ``unit`` (InputError for a unit not in this run)."""
         if unit not in self.units:
             raise InputError(
-                "not a raster of this run", key="unit", expected=self.units, found=unit
+                "not a raster of this run",
+                key="unit",
+                expected=f"one of the {len(self.units)} units of {self.work}",
+                found=unit,
             )
         return self.sources[self.units.index(unit)]
 
