@@ -223,6 +223,41 @@ def test_run_forwards_the_depth_model_options_to_the_depth_step(tmp_path):
     ]  # fmt: skip
 
 
+def test_run_forwards_the_renderer_options_to_the_render_step(tmp_path):
+    from trainset.cli import build_parser
+    from trainset.focus.cli_phases import run_steps
+
+    args = build_parser().parse_args(
+        ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o"),
+         "--max-coc", "0.0002", "--renderer-option", "highlight_gain=12",
+         "--renderer-option", "hidden=none"]
+    )  # fmt: skip
+    render = next(step for step in run_steps(args) if step[0] == "render")
+    assert render[render.index("--renderer") :] == [
+        "--renderer", "layered", "--sensor-width", "36.0",
+        "--renderer-option", "highlight_gain=12", "--renderer-option", "hidden=none",
+    ]  # fmt: skip
+
+
+def test_render_options_shape_the_renders_stage_parameters(tmp_path):
+    from trainset.cli import build_parser
+    from trainset.focus.cli_phases import render_stage_params
+
+    args = build_parser().parse_args(
+        ["focus", "render", "--out-root", str(tmp_path), "--max-coc", "0.0002",
+         "--renderer-option", "highlight-gain=12"]
+    )  # fmt: skip
+    options = render_stage_params(args, 2e-4)["renders"]["renderer_options"]
+    assert options["highlight_gain"] == 12.0 and options["hidden"] == "extend"
+
+
+def test_a_renderer_option_without_a_value_is_refused(tmp_path, capsys):
+    code = _run("focus", "render", "--out-root", str(tmp_path), "--max-coc", "0.0002",
+                "--renderer-option", "hidden")  # fmt: skip
+    assert code == 2
+    assert "renderer option must be KEY=VALUE" in capsys.readouterr().err
+
+
 def _steps(tmp_path, *extra):
     from trainset.cli import build_parser
     from trainset.focus.cli_phases import run_steps

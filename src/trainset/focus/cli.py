@@ -43,14 +43,15 @@ def add_scene_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_options(items: list[str] | None) -> dict[str, str]:
-    """``KEY=VALUE`` strings of ``--backend-option`` as a dict."""
+def parse_options(items: list[str] | None, *, key: str = "--backend-option") -> dict[str, str]:
+    """``KEY=VALUE`` strings of an option flag (``--backend-option``) as a dict."""
     options: dict[str, str] = {}
     for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError("backend option must be KEY=VALUE", key="--backend-option", found=item)
-        options[key.replace("-", "_")] = value
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            label = key.strip("-").replace("-", " ")
+            raise InputError(f"{label} must be KEY=VALUE", key=key, found=item)
+        options[name.replace("-", "_")] = value
     return options
 
 

@@ -53,6 +53,15 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
         "--renderer", default="layered", help="defocus renderer (layered: physically based, torch)"
     )
     p.add_argument(
+        *flag("--renderer-option"),
+        dest="renderer_option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="renderer option (repeat); layered: hidden=extend|none, highlight_gain=G (1 = off; "
+        "e.g. 12: clipped lights make bokeh discs), highlight_threshold, layer_step_px, "
+        "max_layers (docs/focus-render.md)",
+    )
+    p.add_argument(
         *flag("--sensor-width"),
         dest="sensor_width",
         type=float,
@@ -64,6 +73,8 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
 def render_stage_params(args: argparse.Namespace, max_coc: float) -> dict[str, dict[str, Any]]:
     """Parameters of the ``labels`` and ``renders`` stages (their sentinel hashes) from the
     options of `trainset focus render` and a resolved ``max_coc`` (sensor metres)."""
+    from trainset.focus.cli import parse_options
+
     return {
         "labels": labels_params(max_coc, n_sets=args.sets, coc_model=args.coc_model),
         "renders": renders_params(
@@ -72,6 +83,7 @@ def render_stage_params(args: argparse.Namespace, max_coc: float) -> dict[str, d
             coc_model=args.coc_model,
             sensor_width_m=args.sensor_width / 1000.0,
             renderer=args.renderer,
+            renderer_options=parse_options(args.renderer_option, key="--renderer-option"),
         ),
     }
 
@@ -285,6 +297,7 @@ def run_steps(args: argparse.Namespace) -> list[list[str]]:
             [
                 "render", *common, "--max-coc", args.max_coc, *sets,
                 "--renderer", args.renderer, "--sensor-width", str(args.sensor_width),
+                *(word for item in args.renderer_option or [] for word in ("--renderer-option", item)),
             ]
         )  # fmt: skip
         steps.append(["validate", "--out-root", out])

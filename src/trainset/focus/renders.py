@@ -2,9 +2,10 @@
 
 ``run_renders(out_root, scene_id, params)`` follows the ``Stage.run`` signature; ``params`` are
 the labels parameters (``max_coc``, ``n_sets``, ``coc_model``) plus ``sensor_width_m`` (default
-0.036), ``renderer`` (``layered``), ``layer_step_px`` and ``max_layers``. The lens settings are the
-scene's own sets (the same as the focus maps'); the CoC of each pixel in pixels is
-``c_m * width_px / sensor_width_m``. It also records the renderer in ``metadata.json``.
+0.036) and the renderer's record (:func:`trainset.focus.render.renderer_record`: ``renderer``,
+``renderer_version``, ``renderer_options`` with every option resolved). The lens settings are
+the scene's own sets (the same as the focus maps'); the CoC of each pixel in pixels is
+``c_m * width_px / sensor_width_m``. It also writes the renderer's record to ``metadata.json``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from trainset.focus.optics import DEFAULT_N_SETS, DEFAULT_SENSOR_WIDTH_M, signed
 from trainset.store import atomic_write_png, read_npz_array, read_png
 
 RENDERS_STAGE = "renders"
-RENDERS_VERSION = 1
+# 1: renderer layered v1; 2: layered v2 (hidden content, tent layers add up): renders change.
+RENDERS_VERSION = 2
 
 
 def renders_params(
@@ -38,14 +40,13 @@ def renders_params(
     coc_model: str = "plan",
     sensor_width_m: float = DEFAULT_SENSOR_WIDTH_M,
     renderer: str = "layered",
-    layer_step_px: float | None = None,
-    max_layers: int | None = None,
+    renderer_options: Mapping[str, object] | None = None,
 ) -> dict[str, Any]:
-    """Checked parameters of the renders stage (all of them shape the output); layer settings
-    default to the renderer's."""
+    """Checked parameters of the renders stage (all of them shape the output); the renderer's
+    options are resolved to all of its options, defaults included."""
     # torch is imported only here and in run_renders, so that loading the stage registry
     # stays light (the runner forks its workers when torch is not loaded).
-    from trainset.focus.render import DEFAULT_LAYER_STEP_PX, DEFAULT_MAX_LAYERS, check_renderer
+    from trainset.focus.render import make_renderer, renderer_record
 
     if not 1e-3 <= sensor_width_m <= 0.1:
         raise InputError(
@@ -54,12 +55,11 @@ def renders_params(
             expected="0.001..0.1 m (full frame 0.036)",
             found=sensor_width_m,
         )
+    built = make_renderer(renderer, device="cpu", **dict(renderer_options or {}))
     return {
         **labels_params(max_coc, n_sets=n_sets, coc_model=coc_model),
         "sensor_width_m": float(sensor_width_m),
-        "renderer": check_renderer(renderer),
-        "layer_step_px": float(DEFAULT_LAYER_STEP_PX if layer_step_px is None else layer_step_px),
-        "max_layers": int(DEFAULT_MAX_LAYERS if max_layers is None else max_layers),
+        **renderer_record(built),
     }
 
 
@@ -75,18 +75,13 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
         coc_model=str(params.get("coc_model", "plan")),
         sensor_width_m=float(params.get("sensor_width_m", DEFAULT_SENSOR_WIDTH_M)),
         renderer=str(params.get("renderer", "layered")),
-        layer_step_px=params.get("layer_step_px"),
-        max_layers=params.get("max_layers"),
+        renderer_options=params.get("renderer_options"),
     )
-    from trainset.focus.render import make_renderer
+    from trainset.focus.render import make_renderer, renderer_record
 
     sets = scene_sets(out_root, scene_id, checked)
     n_frames = depth_frame_count(out_root, scene_id)
-    renderer = make_renderer(
-        checked["renderer"],
-        layer_step_px=checked["layer_step_px"],
-        max_layers=checked["max_layers"],
-    )
+    renderer = make_renderer(checked["renderer"], **checked["renderer_options"])
     for t in range(n_frames):
         image = read_png(frame_path(out_root, scene_id, t))
         depth = read_npz_array(depth_path(out_root, scene_id, t), "depth").astype(np.float32)
@@ -114,9 +109,10 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
     remove_extra_outputs(
         out_root / scene_id / "bokeh_renders", len(sets), n_frames, "bokeh", ".png"
     )
-    record = base_metadata(scene_id, sets, checked, n_frames)
-    record["renderer"] = checked["renderer"]
-    record["sensor_width_m"] = checked["sensor_width_m"]
-    record["renderer_params"] = renderer.params()
+    record = {
+        **base_metadata(scene_id, sets, checked, n_frames),
+        **renderer_record(renderer),
+        "sensor_width_m": checked["sensor_width_m"],
+    }
     write_metadata(out_root, scene_id, record, keep_render=False)
     return {"frames": n_frames, "sets": len(sets), "renders": n_frames * len(sets)}
