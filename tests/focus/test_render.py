@@ -243,6 +243,19 @@ def test_smooth_depth_gets_no_hidden_content():
     assert torch.equal(rgba, before)
 
 
+def test_hidden_content_fades_out_smoothly_behind_a_large_foreground():
+    radius = torch.full((96, 96), 6.0)
+    radius[16:80, 16:80] = -6.0  # a square in front of a wall: layers -6 .. 6 px
+    layers = assign_layers(radius)
+    used = torch.nonzero(layers.weights.flatten(1).amax(dim=1) > 0)[:, 0]
+    weights = layers.weights[used]
+    rgba = torch.cat([0.5 * weights[:, None].repeat(1, 3, 1, 1), weights[:, None]], dim=1)
+    extend_hidden(rgba, layers.radii[used], used)
+    wall = rgba[-1, 3, 16:80, 16:80]  # the wall's alpha behind the square
+    assert float(wall[6:58, :6].min()) > 0.99  # fully continued within a blur radius
+    assert float((wall[:, 1:] - wall[:, :-1]).abs().max()) < 0.2  # no block-shaped steps
+
+
 def test_highlight_curve_compress_undoes_expand():
     curve = HighlightCurve(gain=12.0, threshold=0.9)
     x = torch.linspace(0.0, 1.0, 1001, dtype=torch.float64)

@@ -57,29 +57,50 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def pull_push(tiles: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fill colour and contact presence of layers given as tile means (L, 5, h, w):
-    premultiplied colour, alpha and contact.
+def pull_push(
+    tiles: torch.Tensor, levels: int, tile_px: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fill colour and contact shares of layers given as ``tile_px`` tile means (L, 5, h, w):
+    premultiplied colour, alpha and contact coverage.
 
-    Pull: ``levels`` halvings. Push: from the coarsest level down, each level's colour is its
-    own where covered and the coarser fill elsewhere (``c + (1 - a) * fill``); zero where no
-    content lies within reach. Returns the fill (L, 3, h, w) and the presence (L, 1, h, w):
-    the coarsest contact coverage resized to (h, w), > 0 within about 1.5 * 2**levels tiles
-    of contact pixels.
+    Pull: ``levels`` halvings. Push, from the coarsest level down:
+
+    - colour: a level's own mean colour where the layer covers a quarter of it or more, blended
+      with the coarser fill where it covers less (weight ``min(1, 4 a)``);
+    - shares: each layer's fraction of the contact at a level, where that level has enough of
+      it (confidence ``min(1, 4 * contact * block_px)``: a straight edge across a block of B px
+      covers 1/B of it), the coarser shares elsewhere; so the layer that touches the occluder
+      right there gets the share, not every layer touching it further away.
+
+    Returns the fill (L, 3, h, w) (zero where no content lies within reach), the shares
+    (L, 1, h, w) (summing to 1 where any contact lies within reach) and the confidence
+    (1, 1, h, w) (1 near contact, fading to 0 about 1.5 * 2**levels tiles away).
     """
     pyramid = [tiles]
     for _ in range(levels):
         pyramid.append(_block_mean(pyramid[-1], 2))
-    top = pyramid[-1]
-    known = (top[:, 3:4] > 0).to(tiles.dtype)
-    fill = top[:, :3] / top[:, 3:4].clamp_min(1e-12) * known
-    for level in reversed(pyramid[:-1]):
-        up = _resize(torch.cat([fill * known, known], dim=1), (level.shape[-2], level.shape[-1]))
+    fill = torch.zeros_like(pyramid[-1][:, :3])
+    known = torch.zeros_like(pyramid[-1][:, 3:4])
+    shares = torch.zeros_like(known)
+    sure = torch.zeros_like(known[:1])
+    for depth, level in reversed(list(enumerate(pyramid))):
+        size = (level.shape[-2], level.shape[-1])
+        up = _resize(torch.cat([fill * known, known, shares * sure], dim=1), size)
+        up_sure = _resize(sure, size)
         alpha = level[:, 3:4]
-        reach = alpha + (1.0 - alpha) * up[:, 3:]
+        own = (4.0 * alpha).clamp_(max=1.0)
+        reach = own + (1.0 - own) * up[:, 3:4]
         known = (reach > 1e-6).to(tiles.dtype)
-        fill = (level[:, :3] + (1.0 - alpha) * up[:, :3]) / reach.clamp_min(1e-6) * known
-    return fill, _resize(top[:, 4:], (tiles.shape[-2], tiles.shape[-1]))
+        mean = level[:, :3] / alpha.clamp_min(1e-12)
+        fill = (own * mean + (1.0 - own) * up[:, :3]) / reach.clamp_min(1e-6) * known
+        contact = level[:, 4:5]
+        total = contact.sum(dim=0, keepdim=True)
+        here = (4.0 * total * (tile_px * 2**depth)).clamp_(max=1.0)
+        sure = here + (1.0 - here) * up_sure
+        shares = (
+            here * contact / total.clamp_min(1e-12) + (1.0 - here) * up[:, 4:5]
+        ) / sure.clamp_min(1e-12)
+    return fill, shares, sure
 
 
 def extend_hidden(rgba: torch.Tensor, radii: torch.Tensor, index: torch.Tensor) -> None:
@@ -91,10 +112,11 @@ def extend_hidden(rgba: torch.Tensor, radii: torch.Tensor, index: torch.Tensor) 
     alone (a smooth surface spread over many layers has none). Where a touching layer is
     hidden (:func:`occluded_fraction` h) it gets the :func:`pull_push` fill of its own pixels
     and alpha ``h * share``; ``share`` splits what lies behind the occluder among the touching
-    layers by their contact nearby (stick-breaking from near to far, as the compositing
-    accumulates). Fill and shares are smooth: they are computed on TILE_PX tiles and resized;
-    the pull-push reaches about the largest blur radius, the distance over which hidden content
-    can show through a blurred edge. The hidden fraction is exact per pixel.
+    layers by their contact nearby (so that composited they show in proportion to it), fading
+    out where little contact is near. Fill and shares are smooth: they are
+    computed on TILE_PX tiles and resized; the pull-push reaches two to four times the largest
+    blur radius (hidden content shows through a blurred edge up to its radius). The hidden
+    fraction is exact per pixel.
     """
     weights = rgba[:, 3]
     position = torch.einsum("l,lhw->hw", index.to(weights.dtype), weights)
@@ -107,12 +129,19 @@ def extend_hidden(rgba: torch.Tensor, radii: torch.Tensor, index: torch.Tensor) 
     height, width = weights.shape[-2:]
     tiles = _block_mean(torch.cat([rgba[touching], contact[touching, None]], dim=1), TILE_PX)
     tile_h, tile_w = tiles.shape[-2:]
-    # Presence reaches at least half a block from a contact pixel: blocks of twice the reach.
-    reach_tiles = 2.0 * (float(radii.abs().max()) + 1.0) / TILE_PX
+    # Presence reaches at least half a block from a contact pixel: blocks of four blur radii
+    # keep the share whole up to about one radius behind the edge, then let it fade.
+    reach_tiles = 4.0 * (float(radii.abs().max()) + 1.0) / TILE_PX
     levels = min(math.ceil(math.log2(max(reach_tiles, 1.0))), int(math.log2(min(tile_h, tile_w))))
-    fill, presence = pull_push(tiles, levels)
-    behind = torch.flip(torch.cumsum(torch.flip(presence, (0,)), dim=0), (0,))
-    share = torch.where(behind > 0, presence / behind.clamp_min(1e-12), 0.0)
+    fill, shares, sure = pull_push(tiles, levels, TILE_PX)
+    # Stick-breaking as the compositing accumulates: layer k is dimmed by the continued layers
+    # at least OCCLUDER_GAP_LAYERS steps nearer, so its share is taken of what the continued
+    # layers from OCCLUDER_GAP_LAYERS - 1 steps nearer on hold.
+    suffix = torch.flip(torch.cumsum(torch.flip(shares, (0,)), dim=0), (0,))
+    positions = index[touching]
+    behind = suffix[torch.searchsorted(positions, positions - (OCCLUDER_GAP_LAYERS - 1))]
+    # Whole where the contact is sure to half or more, fading to 0 far from any contact.
+    share = shares / behind.clamp_min(1e-12) * (2.0 * sure).clamp_(max=1.0)
     smooth = _resize(torch.cat([fill * share, share], dim=1), (tile_h * TILE_PX, tile_w * TILE_PX))
     hidden = occluded_fraction(position, index[touching])
     for k, layer in enumerate(touching.tolist()):
