@@ -121,6 +121,13 @@ def _two_planes(shape, split_col):
     return image, depth
 
 
+def _red_post_before_green_wall(shape, split):
+    """Constant red foreground (columns < split) at 1 m before a constant green wall at 10 m."""
+    image, depth = _two_planes(shape, split)
+    image[:, :split] = (230, 20, 20)
+    return image, depth
+
+
 def test_focused_near_keeps_the_foreground_edge_sharp(renderer):
     shape, split = (48, 64), 32
     image, depth = _two_planes(shape, split)
@@ -134,8 +141,7 @@ def test_focused_near_keeps_the_foreground_edge_sharp(renderer):
 
 def test_focused_far_spreads_the_blurred_foreground_over_the_background(renderer):
     shape, split = (48, 80), 32
-    image, depth = _two_planes(shape, split)
-    image[:, :split] = (230, 20, 20)
+    image, depth = _red_post_before_green_wall(shape, split)
     coc = plan_coc_px(depth, 0.05, 1.4, 10.0, shape[1] * 4).astype(np.float32)
     radius = abs(float(coc[0, 0])) / 2
     assert 5 < radius < 12
@@ -171,7 +177,8 @@ def test_renderer_refuses_non_finite_coc(renderer):
 
 def test_unknown_renderer_is_refused():
     with pytest.raises(
-        InputError, match=r"renderer.*unknown renderer.*expected layered, found bokehnet"
+        InputError,
+        match=r"key '--renderer': unknown renderer backend \(expected \['layered'\], found bokehnet",
     ):
         make_renderer("bokehnet")
 
@@ -180,16 +187,6 @@ def test_blur_wider_than_the_image_keeps_a_constant_image_constant(renderer):
     image = np.full((12, 10, 3), (90, 140, 250), np.uint8)
     coc = np.linspace(-70, 60, 120, dtype=np.float32).reshape(12, 10)
     assert np.array_equal(renderer.render(image, coc), image)
-
-
-def _red_post_before_green_wall(shape, split):
-    """Constant red foreground (columns < split) at 1 m before a constant green wall at 10 m."""
-    image = np.empty((*shape, 3), np.uint8)
-    image[:, :split] = (230, 20, 20)
-    image[:, split:] = (20, 200, 60)
-    depth = np.full(shape, 10.0)
-    depth[:, :split] = 1.0
-    return image, depth
 
 
 def test_focused_far_the_background_shows_through_the_blurred_foreground_edge(renderer):
@@ -321,7 +318,9 @@ def test_options_given_as_strings_are_resolved_and_recorded():
 
 
 def test_an_unknown_renderer_option_is_refused():
-    with pytest.raises(InputError, match=r"rejected its options.*found \['blades'\]"):
+    with pytest.raises(
+        InputError, match=r"key '--renderer-option': .*rejected its options.*found \['blades'\]"
+    ):
         make_renderer("layered", blades="6")
 
 

@@ -146,7 +146,7 @@ def test_renders_record_the_renderers_version_and_every_option(dataset):
 
 
 def test_renders_refuse_an_option_the_renderer_does_not_take():
-    with pytest.raises(InputError, match="renderer 'layered' rejected its options"):
+    with pytest.raises(InputError, match="renderer backend 'layered' rejected its options"):
         renders_params(MAX_COC, renderer_options={"aperture_blades": "6"})
 
 

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from trainset.errors import InputError
+from trainset.focus.backend_registry import BackendRegistry
 from trainset.focus.occlusion import extend_hidden, occluder_counts
 
-RENDERERS = ("layered",)
 # Largest radius step between adjacent layers, pixels.
 DEFAULT_LAYER_STEP_PX = 1.0
 # Cap on the number of layers (cost grows linearly with it).
@@ -53,15 +53,6 @@ DEFAULT_HIGHLIGHT_THRESHOLD = 0.95
 def default_device() -> torch.device:
     """CUDA when available, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def check_renderer(name: str) -> str:
-    """Return ``name`` if it is a known renderer, else raise InputError."""
-    if name not in RENDERERS:
-        raise InputError(
-            "unknown renderer", key="renderer", expected=" or ".join(RENDERERS), found=name
-        )
-    return name
 
 
 def _srgb_decode_table(device: torch.device) -> torch.Tensor:
@@ -428,16 +419,17 @@ def renderer_record(renderer: DefocusRenderer) -> dict[str, object]:
     }
 
 
-def make_renderer(name: str, **options: object) -> LayeredRenderer:
-    """The renderer called ``name`` (only ``layered``) with its options (values may be strings,
-    as ``--renderer-option KEY=VALUE`` gives them); InputError for unknown options."""
-    check_renderer(name)
-    try:
-        return LayeredRenderer(**options)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise InputError(
-            f"renderer '{name}' rejected its options: {exc}",
-            key="--renderer-option",
-            expected="layer_step_px, max_layers, hidden, highlight_gain, highlight_threshold",
-            found=sorted(options),
-        ) from exc
+_RENDERERS: BackendRegistry[DefocusRenderer] = BackendRegistry(
+    "renderer", {"layered": LayeredRenderer}, flag="--renderer"
+)
+
+
+def renderer_names() -> list[str]:
+    """Names of the known renderers."""
+    return _RENDERERS.names()
+
+
+def make_renderer(name: str, **options: object) -> DefocusRenderer:
+    """The renderer called ``name`` with its options (values may be strings, as
+    ``--renderer-option KEY=VALUE`` gives them); InputError for an unknown name or option."""
+    return _RENDERERS.make(name, **options)
