@@ -127,7 +127,10 @@ def extend_hidden(rgba: torch.Tensor, radii: torch.Tensor, index: torch.Tensor) 
     if touching.numel() == 0:
         return
     height, width = weights.shape[-2:]
-    tiles = _block_mean(torch.cat([rgba[touching], contact[touching, None]], dim=1), TILE_PX)
+    tiles = torch.cat(
+        [_block_mean(rgba, TILE_PX)[touching], _block_mean(contact[:, None], TILE_PX)[touching]],
+        dim=1,
+    )
     tile_h, tile_w = tiles.shape[-2:]
     # Presence reaches at least half a block from a contact pixel: blocks of four blur radii
     # keep the share whole up to about one radius behind the edge, then let it fade.
@@ -144,5 +147,4 @@ def extend_hidden(rgba: torch.Tensor, radii: torch.Tensor, index: torch.Tensor) 
     share = shares / behind.clamp_min(1e-12) * (2.0 * sure).clamp_(max=1.0)
     smooth = _resize(torch.cat([fill * share, share], dim=1), (tile_h * TILE_PX, tile_w * TILE_PX))
     hidden = occluded_fraction(position, index[touching])
-    for k, layer in enumerate(touching.tolist()):
-        rgba[layer].addcmul_(smooth[k, :, :height, :width], hidden[k : k + 1])
+    rgba.index_add_(0, touching, smooth[:, :, :height, :width] * hidden[:, None])
