@@ -1,8 +1,16 @@
 """Clip loader throughput: the plan's per-frame files against the packed layout.
 
-Reads random clips (all four modalities by default) with ``FocusClipDataset`` from the plan's
-files (a PNG decode or NPZ inflate per frame and modality) and from ``trainset focus pack``'s
-memory-mapped arrays, interleaved round by round, and checks that both give identical tensors.
+Reads random clips (all four modalities by default), interleaved round by round:
+
+- plan files: ``FocusClipDataset(packed=False)`` under a ``DataLoader`` (batches of
+  ``--batch``, ``ClipSampler`` order, ``collate_fn``, 0 workers): a PNG decode or NPZ inflate
+  per frame and modality, what the plan's loader does (the baseline)
+- packed items: ``FocusClipDataset`` item by item from ``trainset focus pack``'s memory maps
+- focus/dm: ``FocusDataModule(root, batch_size=--batch, clip_len=...)``'s train loader from
+  the packs, every other argument its default (threads chosen from the machine)
+
+and checks first that all three give identical tensors. Ratios are computed within each round
+(both sides measured back to back) and reported as median [min, max] over rounds.
 
 ``--root`` points at a focus dataset (e.g. the demo's output); it is packed in place (a
 ``packed/`` folder per scene) if it is not already. Without ``--root`` a synthetic set in the
@@ -12,17 +20,23 @@ plan's layout is written to a temporary folder (``--scenes``, ``--frames``, ``--
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from trainset.focus.clips import MODALITIES, FocusClipDataset
+from trainset.focus.clips import MODALITIES, ClipSampler, FocusClipDataset, collate_fn
+from trainset.focus.datamodule import FocusDataModule
 from trainset.focus.pack import pack_dataset
+from trainset.loading import default_threads
 from trainset.store import atomic_write_json, atomic_write_npz, atomic_write_png, atomic_write_text
 
 N_SETS = 4
@@ -93,6 +107,28 @@ def rate(ds: FocusClipDataset, order: np.ndarray, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def batch_rate(loader: Iterable[dict[str, Any]], seconds: float) -> float:
+    """Clips per second drawn from ``loader`` (passes repeated) for about ``seconds``."""
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        it = iter(loader)
+        for batch in it:
+            n += len(batch["scene_id"])
+            if time.perf_counter() - t0 >= seconds:
+                break
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+    return n / (time.perf_counter() - t0)
+
+
+def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(
+        torch.equal(v, b[k]) if isinstance(v, torch.Tensor) else v == b[k] for k, v in a.items()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=None, help="focus dataset (packed in place)")
@@ -101,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--clip-len", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=4, help="clips per batch")
     ap.add_argument("--modalities", default=",".join(MODALITIES))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -116,37 +153,59 @@ def main(argv: list[str] | None = None) -> int:
                 f"{N_SETS} sets, written in {time.perf_counter() - t0:.1f} s"
             )
         t0 = time.perf_counter()
-        counts = pack_dataset(root)
-        print(f"pack: {counts} in {time.perf_counter() - t0:.1f} s")
+        result = pack_dataset(root)
+        print(
+            f"pack: {len(result.packed)} packed, {len(result.current)} current, "
+            f"{len(result.failed)} failed in {time.perf_counter() - t0:.1f} s"
+        )
         mods = [m for m in args.modalities.split(",") if m]
         kw = {"clip_len": args.clip_len, "stride": 1, "modalities": mods}
         files = FocusClipDataset(root, args.split, packed=False, **kw)
         packed = FocusClipDataset(root, args.split, packed=True, **kw)
         order = np.random.default_rng(0).permutation(len(files))
         for i in order[:8]:
-            a, b = files[int(i)], packed[int(i)]
-            for key, value in a.items():
-                same = (
-                    torch.equal(value, b[key])
-                    if isinstance(value, torch.Tensor)
-                    else value == b[key]
-                )
-                assert same, f"clip {i} {key}: packed differs from the plan's files"
+            assert same(files[int(i)], packed[int(i)]), f"clip {i}: packed differs from files"
         print(
             f"{len(files)} clips of {args.clip_len} frames, modalities {mods}: "
             "packed == plan files on 8 clips"
         )
-        r_files, r_packed = [], []
+        dm = FocusDataModule(root, batch_size=args.batch, clip_len=args.clip_len, modalities=mods)
+        dm_loader = dm.train_dataloader()
+        plan = FocusClipDataset(root, args.split, clip_len=args.clip_len, modalities=mods,
+                                packed=False)  # fmt: skip
+        plan_loader = DataLoader(
+            plan,
+            batch_size=args.batch,
+            sampler=ClipSampler(plan, seed=dm.seed),
+            collate_fn=collate_fn,
+            drop_last=True,
+        )
+        first = next(iter(dm_loader))
+        want = collate_fn([plan[int(i)] for i in dm_loader.batch_sampler.batch(0, 0).indices])
+        assert same(want, first), "FocusDataModule differs from the plan's files"
+        print(f"focus/dm ({default_threads()} threads) == plan files on its first batch")
+        rounds: dict[str, list[float]] = {"plan files": [], "packed items": [], "focus/dm": []}
         for r in range(args.rounds):
-            r_files.append(rate(files, order, args.seconds))
-            r_packed.append(rate(packed, order, args.seconds))
-            print(
-                f"round {r + 1}: plan files {r_files[-1]:8.1f} clips/s | packed {r_packed[-1]:8.1f} clips/s",
-                flush=True,
-            )
-        a, b = float(np.median(r_files)), float(np.median(r_packed))
+            steps = [
+                ("plan files", lambda: batch_rate(plan_loader, args.seconds)),
+                ("packed items", lambda: rate(packed, order, args.seconds)),
+                ("focus/dm", lambda: batch_rate(dm_loader, args.seconds)),
+            ]
+            for name, fn in steps if r % 2 == 0 else steps[::-1]:
+                rounds[name].append(fn())
+            line = " | ".join(f"{k} {v[-1]:8.1f}" for k, v in rounds.items())
+            dm_ratio = rounds["focus/dm"][-1] / rounds["plan files"][-1]
+            print(f"round {r + 1}: {line} clips/s; focus/dm {dm_ratio:.1f}x plan files", flush=True)
+        med = {k: float(np.median(v)) for k, v in rounds.items()}
+        ratio = [d / p for d, p in zip(rounds["focus/dm"], rounds["plan files"])]
+        items = [d / p for d, p in zip(rounds["packed items"], rounds["plan files"])]
+        print("\nmedian clips/s: " + ", ".join(f"{k} {v:.1f}" for k, v in med.items()))
         print(
-            f"\nmedian: plan files {a:.1f} clips/s, packed {b:.1f} clips/s: packed {b / a:.1f}x (>= 5)"
+            f"packed items {np.median(items):.1f}x plan files [{min(items):.1f}, {max(items):.1f}]"
+        )
+        print(
+            f"acceptance: focus/dm from packs {np.median(ratio):.1f}x the plan's files "
+            f"[{min(ratio):.1f}, {max(ratio):.1f}] (>= 5); load {os.getloadavg()[0]:.2f}"
         )
     finally:
         if own:

@@ -23,9 +23,10 @@ import numpy as np
 
 from trainset.focus.depth import DEFAULT_CONSISTENCY_THRESHOLD, DEFAULT_MEDIAN_RANGE_M
 from trainset.focus.index import build_index
+from trainset.focus.layout import scene_ids
 from trainset.focus.stages import DEBLUR, DEPTH
 from trainset.focus.synthetic import generate_scenes
-from trainset.pipeline.runner import pool_start_method, run_stage, scene_ids
+from trainset.pipeline.runner import pool_start_method, run_stage
 
 DEBLUR_PARAMS = {
     "backend": "passthrough",

@@ -12,15 +12,22 @@ round by round so that machine noise hits every contender alike:
 - ours/cpu:  ``ThreadedLoader`` with D4 fused into the single CPU copy
 - dl/recycled: ``ShardDataset`` under a DataLoader with 2 workers, recycled shared buffers
 - dl/stock:  the same dataset under a stock DataLoader (default collate, fresh tensors)
-- sar/dm:    ``SARDataModule(...).train_dataloader()`` (LazyPatchDataset on trainset.loading,
-             D4 fused on the CPU, ``--threads`` workers): what a user of the plan's API gets
+- sar/dm:    ``SARDataModule(root, batch_size=B).train_dataloader()``, every other argument
+             its default (threads chosen from the machine, D4 fused on the CPU): what a user of
+             the plan's API gets
+- sar/dm+dev: the same with ``augment_on_device=True`` (D4 left to the device: applied by
+             ``on_after_batch_transfer`` on CUDA, yielded as codes without a GPU)
+- sar/dm@8:  ``SARDataModule(root)`` with the plan's default batch of 8 (for information)
+- focus/dm:  ``FocusDataModule(root, batch_size=4)`` over packed synthetic scenes (3 x 24
+             frames of 256x256, 4 sets, all modalities, clips of 8), counted in bytes read from
+             the packs per second / 256 KiB, so that its rate compares with the others'
 
 ``--cold`` then compares random patch reads from a dropped page cache: mmap page faults against
 explicit reads with many in flight. The cache is dropped through ``/proc/sys/vm/drop_caches``
 when that is writable (root on a real machine), else by ``posix_fadvise(DONTNEED)`` per shard.
 Each round measures every contender once for ``--seconds`` (the order alternates from round to
-round; the ceiling is measured right before and right after ours and its rate is the mean of
-the two), and the acceptance ratios are computed within each round and reported as the median over rounds, so that a slow spell of the machine hits both sides
+round; the ceiling is measured right before or after ours/dev and sar/dm+dev and its rate is
+the mean of its measurements), and the acceptance ratios are computed within each round and reported as the median over rounds, so that a slow spell of the machine hits both sides
 of a ratio. Only ratios from one run mean anything.
 """
 
@@ -41,6 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from trainset.focus.datamodule import FocusDataModule
 from trainset.loading import (
     EpochSampler,
     ShardDataset,
@@ -48,6 +56,7 @@ from trainset.loading import (
     ThreadedLoader,
     d4_codes,
     d4_view,
+    default_threads,
     shard_dataloader,
 )
 from trainset.sar.datamodule import SARDataModule
@@ -81,8 +90,10 @@ def build_shards(root: Path, size_gb: float, per_shard: int) -> list[Path]:
 
 
 def write_bench_manifest(root: Path, reader: ShardReader) -> None:
-    """A SAR manifest over the synthetic shards (one source, no clip bounds)."""
+    """A SAR manifest over the synthetic shards (every 256 patches a source raster, so that the
+    datamodule's default by-source split works; no clip bounds)."""
     n = len(reader)
+    source = np.arange(n) // 256
     write_manifest(
         root,
         {
@@ -96,8 +107,8 @@ def write_bench_manifest(root: Path, reader: ShardReader) -> None:
             "shards": [
                 {"path": Path(s.path).name, "count": s.count, "sha256": None} for s in reader.shards
             ],
-            "patches": {"source": [0] * n, "band": [0] * n, "row": [0] * n, "col": list(range(n))},
-            "sources": [{"path": "synthetic"}],
+            "patches": {"source": source, "band": [0] * n, "row": [0] * n, "col": list(range(n))},
+            "sources": [{"path": f"synthetic_{i}"} for i in range(int(source[-1]) + 1)],
         },
     )
 
@@ -309,6 +320,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="skip the uncounted first pass over every contender",
     )
+    ap.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where D4 goes for ours/dev and sar/dm+dev (auto: cuda when available)",
+    )
     ap.add_argument("--cold", action="store_true", help="also measure from a dropped cache")
     ap.add_argument("--cold-patches", type=int, default=2000)
     ap.add_argument("--cold-threads", type=int, default=16)
@@ -325,6 +342,34 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
 
+def focus_set(root: Path) -> tuple[Path, int]:
+    """A packed synthetic focus set under ``root/focus`` (built once); returns it and the bytes
+    one clip of 8 frames reads from the packs."""
+    from clip_loader import build_set
+    from trainset.focus.pack import pack_dataset
+
+    focus = root / "focus"
+    if not (focus / "scene_index.json").is_file():
+        focus.mkdir(parents=True, exist_ok=True)
+        build_set(focus, 3, 24, PATCH)
+        pack_dataset(focus)
+    clip_bytes = 8 * PATCH * PATCH * (3 + 2 + 2 + 3)  # frames u8, depth f16, focus f16, bokeh u8
+    return focus, clip_bytes
+
+
+def check_datamodule(root: Path, reader: ShardReader, batch: int) -> None:
+    """The user's datamodule gives the sampler's records with their D4 codes, pixel by pixel."""
+    dm = SARDataModule(root, batch_size=batch)
+    loader = dm.train_dataloader()
+    sampler = loader.batch_sampler
+    for j, got in zip(range(3), loader):
+        want = sampler.batch(0, j)
+        records = reader.read(want.indices)
+        codes = d4_codes(dm.seed, 0, want.indices)
+        records = np.stack([d4_view(r, int(c)) for r, c in zip(records, codes)])
+        assert np.array_equal(got[:, 0].numpy(), records), j
+
+
 def run(args: argparse.Namespace, root: Path) -> int:
     existing = sorted(root.glob("shard_*.npy"))
     t0 = time.perf_counter()
@@ -335,10 +380,15 @@ def run(args: argparse.Namespace, root: Path) -> int:
         f"{len(reader)} patches of {PATCH}x{PATCH} float32 in {len(paths)} shards ({gb:.2f} GB), "
         f"{'reused' if existing else f'built in {time.perf_counter() - t0:.1f} s'} at {root}"
     )
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device is available", file=sys.stderr)
+        return 2
     print(
-        f"batch {args.batch}, {args.threads} threads, {os.cpu_count()} cpus, "
-        f"cuda={'yes: ' + torch.cuda.get_device_name() if cuda else 'no'}"
+        f"batch {args.batch}, {args.threads} threads (ours), {default_threads()} threads "
+        f"(datamodule default), {os.cpu_count()} cpus, "
+        f"cuda={'yes: ' + torch.cuda.get_device_name() if cuda else 'no'}, "
+        f"load {os.getloadavg()[0]:.2f}"
     )
 
     # Correctness first: ours equals np.load, record by record.
@@ -351,6 +401,9 @@ def run(args: argparse.Namespace, root: Path) -> int:
     baseline_ds = PlanLazyPatchDataset(file_index, augment=True)
     dev_mode = "device" if cuda else "deferred"
     dev = torch.device("cuda") if cuda else None
+    t0 = time.perf_counter()
+    focus_root, clip_bytes = focus_set(root)
+    print(f"focus set: {focus_root} ({time.perf_counter() - t0:.1f} s)")
 
     # One loader each for the whole run, as a training loop keeps one: every round continues the
     # epoch where the previous round stopped (threads restart, the buffer ring is reused).
@@ -365,10 +418,29 @@ def run(args: argparse.Namespace, root: Path) -> int:
         reader, EpochSampler(len(reader), args.batch, seed=1), threads=args.threads, augment="cpu"
     )
     check_loader(reader, args.batch, args.threads, dev_mode, dev)
+    check_datamodule(root, reader, args.batch)
+    sar_dm = SARDataModule(root, batch_size=args.batch).train_dataloader()
+    dm_dev = SARDataModule(root, batch_size=args.batch, augment_on_device=True, device=dev)
+    sar_dev = dm_dev.train_dataloader()
+    sar_b8 = SARDataModule(root).train_dataloader()
+    focus_dm = FocusDataModule(focus_root, batch_size=4).train_dataloader()
+
+    def on_device(batches: Iterable[object]) -> Iterable[object]:
+        for b in batches:  # what Lightning does after the transfer
+            yield dm_dev.on_after_batch_transfer(b, 0) if cuda else b
+
+    def clips(b: object) -> int:
+        assert isinstance(b, dict)
+        return int(b["frames"].shape[0]) * clip_bytes // reader.record_bytes
+
     contenders: dict[str, Callable[[int], float]] = {
         "ceiling": lambda r: ceiling(reader, args.batch, args.threads, args.seconds, r),
         f"ours/{dev_mode}": lambda r: timed(ours_dev, args.seconds, batch_size_of),
         "ours/cpu": lambda r: timed(ours_cpu, args.seconds, batch_size_of),
+        "sar/dm": lambda r: timed(sar_dm, args.seconds, batch_size_of),
+        "sar/dm+dev": lambda r: timed(on_device(sar_dev), args.seconds, batch_size_of),
+        "sar/dm@8": lambda r: timed(sar_b8, args.seconds, batch_size_of),
+        "focus/dm": lambda r: timed(focus_dm, args.seconds, clips),
         "baseline": lambda r: timed(
             DataLoader(baseline_ds, batch_size=args.batch, shuffle=True, num_workers=0),
             args.seconds,
@@ -380,13 +452,6 @@ def run(args: argparse.Namespace, root: Path) -> int:
                 EpochSampler(len(reader), args.batch, seed=r),
                 num_workers=args.threads,
             ),
-            args.seconds,
-            batch_size_of,
-        ),
-        "sar/dm": lambda r: timed(
-            SARDataModule(
-                root, val_fraction=0.0, batch_size=args.batch, num_workers=args.threads, seed=r
-            ).train_dataloader(),
             args.seconds,
             batch_size_of,
         ),
@@ -402,39 +467,56 @@ def run(args: argparse.Namespace, root: Path) -> int:
         ),
     }
     dev_name = f"ours/{dev_mode}"
+    near_ceiling = (dev_name, "sar/dm+dev")  # the ceiling is measured next to these
     names = list(contenders)
     if args.warmup:
         for fn in contenders.values():
             fn(args.rounds)  # a seed no counted round uses
     results: dict[str, list[float]] = {k: [] for k in contenders}
-    ratios: dict[str, list[float]] = {"dev/ceiling": [], "dev/baseline": [], "cpu/baseline": []}
+    ratios: dict[str, list[float]] = {
+        "dev/ceiling": [],
+        "dev/baseline": [],
+        "cpu/baseline": [],
+        "sar/dm+dev/ceiling": [],
+        "sar/dm+dev/baseline": [],
+        "sar/dm/baseline": [],
+        "sar/dm/ceiling": [],
+        "focus/dm/ceiling": [],
+    }
     for r in range(args.rounds):
-        # Alternate the order so that no contender always runs first or last. The ceiling runs
-        # right before and right after ours/dev (its rate is the mean of the two), so a change
-        # of the machine's load during the round hits both sides of that ratio alike.
+        # Alternate the order so that no contender always runs first or last. The ceiling also
+        # runs right after (or, backwards, right before) the device contenders, so a change of
+        # the machine's load during the round hits both sides of their ratio alike.
         rates: dict[str, float] = {}
         ceilings: list[float] = []
         forward = r % 2 == 0
         for name in names if forward else names[::-1]:
-            if name == dev_name and not forward:
+            if name in near_ceiling and not forward:
                 ceilings.append(contenders["ceiling"](r + 1))
             rates[name] = contenders[name](r)
             if name == "ceiling":
                 ceilings.append(rates[name])
-            if name == dev_name and forward:
+            if name in near_ceiling and forward:
                 ceilings.append(contenders["ceiling"](r + 1))
         rates["ceiling"] = float(np.mean(ceilings))
         for name in names:
             results[name].append(rates[name])
-        ratios["dev/ceiling"].append(rates[dev_name] / rates["ceiling"])
-        ratios["dev/baseline"].append(rates[dev_name] / rates["baseline"])
-        ratios["cpu/baseline"].append(rates["ours/cpu"] / rates["baseline"])
+        base, ceil = rates["baseline"], rates["ceiling"]
+        ratios["dev/ceiling"].append(rates[dev_name] / ceil)
+        ratios["dev/baseline"].append(rates[dev_name] / base)
+        ratios["cpu/baseline"].append(rates["ours/cpu"] / base)
+        ratios["sar/dm+dev/ceiling"].append(rates["sar/dm+dev"] / ceil)
+        ratios["sar/dm+dev/baseline"].append(rates["sar/dm+dev"] / base)
+        ratios["sar/dm/baseline"].append(rates["sar/dm"] / base)
+        ratios["sar/dm/ceiling"].append(rates["sar/dm"] / ceil)
+        ratios["focus/dm/ceiling"].append(rates["focus/dm"] / ceil)
         line = " | ".join(f"{name} {rates[name]:,.0f}" for name in names)
         print(
             f"round {r + 1}: {line} patches/s\n"
-            f"         {dev_name} {ratios['dev/ceiling'][-1]:.2f} of ceiling, "
-            f"x{ratios['dev/baseline'][-1]:.1f} baseline; "
-            f"ours/cpu x{ratios['cpu/baseline'][-1]:.1f} baseline",
+            f"         {dev_name} {ratios['dev/ceiling'][-1]:.2f} of ceiling; "
+            f"sar/dm+dev {ratios['sar/dm+dev/ceiling'][-1]:.2f} of ceiling, "
+            f"x{ratios['sar/dm+dev/baseline'][-1]:.1f} baseline; "
+            f"sar/dm x{ratios['sar/dm/baseline'][-1]:.1f} baseline",
             flush=True,
         )
 
@@ -445,15 +527,18 @@ def run(args: argparse.Namespace, root: Path) -> int:
             f"  {name:14s} {rate:>10,.0f}   x{rate / med['baseline']:6.1f} baseline   "
             f"{rate / med['ceiling']:5.2f} of ceiling"
         )
+    clip_rate = med["focus/dm"] * reader.record_bytes / clip_bytes
+    print(f"  (focus/dm: {clip_rate:,.1f} clips of 8 frames/s, {clip_bytes / 2**20:.1f} MiB each)")
     per = {k: float(np.median(v)) for k, v in ratios.items()}
     spread = {k: (min(v), max(v)) for k, v in ratios.items()}
-    print("\nper-round ratios (ours and the other side measured back to back), median [min, max]:")
+    print("\nper-round ratios (both sides measured back to back), median [min, max]:")
     for k, v in per.items():
-        print(f"  {k:13s} {v:6.2f}  [{spread[k][0]:.2f}, {spread[k][1]:.2f}]")
+        print(f"  {k:20s} {v:6.2f}  [{spread[k][0]:.2f}, {spread[k][1]:.2f}]")
     print(
-        f"\nacceptance (median of per-round ratios): {dev_name} {per['dev/baseline']:.1f}x baseline "
-        f"(>= 10) and {per['dev/ceiling']:.2f} of ceiling (>= 0.8); "
-        f"ours/cpu {per['cpu/baseline']:.1f}x baseline (>= 5)"
+        f"\nacceptance (median of per-round ratios): sar/dm+dev {per['sar/dm+dev/baseline']:.1f}x "
+        f"baseline (>= 10) and {per['sar/dm+dev/ceiling']:.2f} of ceiling (>= 0.8); "
+        f"sar/dm {per['sar/dm/baseline']:.1f}x baseline (>= 5); "
+        f"{dev_name} {per['dev/ceiling']:.2f} of ceiling; load {os.getloadavg()[0]:.2f}"
     )
     if args.cold:
         cold(args, reader)

@@ -82,7 +82,7 @@ def main() -> None:
     print(
         f"device {renderer.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"radii -{args.max_radius:g}..+{args.max_radius:g} px, max {renderer.max_layers} layers, "
-        f"options {renderer.options()}"
+        f"options {renderer.params()}"
     )
     print(
         f"{'size':>9} {'frame':>7} {'layers':>6} {'render s':>9} {'renders/s':>9} {'core s':>8} "

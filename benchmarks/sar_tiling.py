@@ -1,19 +1,20 @@
 """Tile a large uint16 GeoTIFF with `trainset sar patches`: peak RSS and patches/s.
 
-Writes a SIZE x SIZE uint16 amplitude GeoTIFF (256 x 256 tiles, seeded 4-look speckle) window
-by window, so the generator itself stays in bounded memory; then, in this process, reads the
+Writes a SIZE x SIZE (or WIDTH x HEIGHT) uint16 amplitude GeoTIFF (256 x 256 tiles, seeded
+4-look speckle) window by window, so the generator itself stays in bounded memory; then, in this process, reads the
 file once in the same block-aligned strips without processing (the baseline); then runs
 `trainset sar patches` on it in a child process and reports that child's peak RSS (must be
 below --max-rss-gb, default 1.5), patches/s and the ratio of tiling time to the baseline read.
 
     python benchmarks/sar_tiling.py               # 20000 x 20000 (800 MB input)
     python benchmarks/sar_tiling.py --size 4000   # quick
+    python benchmarks/sar_tiling.py --width 200000 --height 1024 --dtype float16
+                                                  # wider than one read window: column groups
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import subprocess
@@ -24,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from trainset.sar.geotiff import iter_strips, open_raster, raster_env  # noqa: E402
-from trainset.sar.manifest import load_manifest  # noqa: E402
+from trainset.sar.geotiff import iter_strips, open_raster, raster_env
+from trainset.sar.manifest import load_manifest
 
 BLOCK = 256
+# Columns generated at once: keeps this process small, since a child's peak RSS as Linux
+# reports it includes this process's size when the child was forked.
+COLUMNS = 8192
 
 
 def peak_rss_mb(who: int) -> float:
@@ -38,8 +39,8 @@ def peak_rss_mb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0
 
 
-def write_tif(path: Path, size: int, seed: int) -> None:
-    """SIZE x SIZE uint16 amplitude DN, tiled, written one block row at a time."""
+def write_tif(path: Path, width: int, height: int, seed: int) -> None:
+    """WIDTH x HEIGHT uint16 amplitude DN, tiled, written BLOCK x COLUMNS at a time."""
     import rasterio
     from affine import Affine
     from rasterio.windows import Window
@@ -47,8 +48,8 @@ def write_tif(path: Path, size: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     profile = {
         "driver": "GTiff",
-        "height": size,
-        "width": size,
+        "height": height,
+        "width": width,
         "count": 1,
         "dtype": "uint16",
         "crs": "EPSG:32633",
@@ -60,11 +61,13 @@ def write_tif(path: Path, size: int, seed: int) -> None:
         "BIGTIFF": "IF_SAFER",
     }
     with rasterio.open(path, "w", **profile) as dst:
-        for row in range(0, size, BLOCK):
-            h = min(BLOCK, size - row)
-            intensity = rng.gamma(4.0, 1.0e5 / 4.0, (h, size))
-            dn = np.clip(np.sqrt(intensity).round(), 1, 65535).astype(np.uint16)
-            dst.write(dn, 1, window=Window(0, row, size, h))
+        for row in range(0, height, BLOCK):
+            h = min(BLOCK, height - row)
+            for col in range(0, width, COLUMNS):
+                w = min(COLUMNS, width - col)
+                intensity = rng.gamma(4.0, 1.0e5 / 4.0, (h, w))
+                dn = np.clip(np.sqrt(intensity).round(), 1, 65535).astype(np.uint16)
+                dst.write(dn, 1, window=Window(col, row, w, h))
 
 
 def baseline_read(path: Path, min_rows: int) -> tuple[float, int]:
@@ -80,6 +83,8 @@ def baseline_read(path: Path, min_rows: int) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=20000, help="raster side in pixels")
+    parser.add_argument("--width", type=int, default=None, help="raster width (--size)")
+    parser.add_argument("--height", type=int, default=None, help="raster height (--size)")
     parser.add_argument("--patch-size", type=int, default=256)
     parser.add_argument("--stride", type=int, default=128)
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
@@ -88,27 +93,27 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the TIFF and the patches")
     args = parser.parse_args()
 
+    width, height = args.width or args.size, args.height or args.size
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sar_tiling_"))
     work.mkdir(parents=True, exist_ok=True)
     tif, out = work / "scene.tif", work / "patches"
     try:
         t0 = time.perf_counter()
-        write_tif(tif, args.size, seed=0)
+        write_tif(tif, width, height, seed=0)
         gen_s = time.perf_counter() - t0
         print(
-            f"generated {args.size}x{args.size} uint16 GeoTIFF "
+            f"generated {width}x{height} uint16 GeoTIFF "
             f"({tif.stat().st_size / 2**20:.0f} MiB) in {gen_s:.1f} s, "
             f"generator peak RSS {peak_rss_mb(resource.RUSAGE_SELF):.0f} MiB"
         )
         read_s, nbytes = baseline_read(tif, args.stride)
         print(f"baseline: windowed read {nbytes / 2**20 / read_s:.0f} MiB/s ({read_s:.2f} s)")
 
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        cmd = [sys.executable, "-m", "trainset.cli", "sar", "patches", str(tif), "--out", str(out)]
+        cmd = [sys.executable, "-m", "trainset", "sar", "patches", str(tif), "--out", str(out)]
         cmd += ["--patch-size", str(args.patch_size), "--stride", str(args.stride)]
         cmd += ["--units", "amplitude", "--dtype", args.dtype]
         t0 = time.perf_counter()
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         tile_s = time.perf_counter() - t0
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)

@@ -51,3 +51,37 @@ def test_doctor_fails_when_a_required_dependency_is_missing(monkeypatch, tmp_pat
     code, lines = _report(monkeypatch, tmp_path, missing=("matplotlib",))
     assert code == 1
     assert any(line.startswith("[FAIL] matplotlib") for line in lines)
+
+
+def test_doctor_reports_the_pinned_diffusers_for_genfocus(monkeypatch, tmp_path):
+    from trainset.focus.genfocus.deps import DIFFUSERS_VERSION
+
+    versions = {"diffusers": "0.30.0"}
+    monkeypatch.setattr(doctor, "_distribution_version", lambda name: versions.get(name))
+    _, lines = _report(monkeypatch, tmp_path)
+    line = next(line for line in lines if "] diffusers" in line)
+    assert line.startswith("[warn]") and f"0.30.0 is not the tested {DIFFUSERS_VERSION}" in line
+    assert "pip install 'trainset[genfocus]'" in line
+
+
+def test_doctor_reports_gpu_memory_against_what_genfocus_needs():
+    class Props:
+        def __init__(self, gb, name):
+            self.total_memory, self.name = gb * 1024**3, name
+
+    class Cuda:
+        def __init__(self):
+            self.props = [Props(80, "H100"), Props(24, "RTX 4090")]
+
+        def device_count(self):
+            return len(self.props)
+
+        def get_device_properties(self, i):
+            return self.props[i]
+
+    class Torch:
+        cuda = Cuda()
+
+    lines = doctor.gpu_memory_lines(Torch())
+    assert lines[0].startswith("[  ok] gpu 0 memory") and "80 GiB (H100): enough" in lines[0]
+    assert lines[1].startswith("[info] gpu 1 memory") and "genfocus needs ~48 GB" in lines[1]

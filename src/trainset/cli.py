@@ -7,43 +7,42 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 from trainset import __version__
+from trainset.cli_tools import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    EXIT_USAGE,
+    Handler,
+    Parser,
+    add_group,
+    flag,
+)
 from trainset.errors import InputError, TrainsetError
 
-EXIT_OK = 0
-EXIT_FAILURES = 1
-EXIT_USAGE = 2
-
-Handler = Callable[[argparse.Namespace], int]
+__all__ = ["EXIT_FAILURES", "EXIT_OK", "EXIT_USAGE", "add_group", "build_parser", "flag", "main"]
 
 
-def flag(name: str) -> list[str]:
-    """Option strings for ``name`` plus the plans' underscore alias (``--raw-root``, ``--raw_root``)."""
-    alias = name.replace("-", "_")
-    alias = "--" + alias[2:] if name.startswith("--") else alias
-    return [name] if alias == name else [name, alias]
+def _step(args: argparse.Namespace) -> int:
+    from trainset.pipeline.plan import run_step_spec
+
+    return run_step_spec(args.spec, args.unit_index)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def add_group(
-    sub: argparse._SubParsersAction, name: str, help_text: str
-) -> argparse._SubParsersAction:
-    """Add a command group (``trainset focus ...``); run alone it prints its help and exits 2."""
-    group = sub.add_parser(name, help=help_text, description=help_text)
-
-    def show_help(_: argparse.Namespace) -> int:
-        group.print_help(sys.stderr)
-        return EXIT_USAGE
-
-    group.set_defaults(func=show_help)
-    return group.add_subparsers(dest=f"{name}_command", metavar="COMMAND", parser_class=_Parser)
+def _register_step(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "step",
+        help="run one step of a planned pipeline from its spec (what SLURM jobs run)",
+        description="Run the step written at SPEC ({out_root}/slurm/<step>.step.json, written "
+        "by an executor): for a per-unit step the unit at --unit-index (an array task), else "
+        "the whole set.",
+        epilog="Exit codes: those of the step: 0 ok, 1 failures found, 2 bad usage or input.",
+    )
+    p.add_argument("spec", type=Path, metavar="SPEC")
+    p.add_argument(*flag("--unit-index"), dest="unit_index", type=int)
+    p.set_defaults(func=_step)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,26 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
     from trainset.ptycho import cli as ptycho_cli
     from trainset.sar import cli as sar_cli
 
-    parser = _Parser(
+    parser = Parser(
         prog="trainset",
         description="Build, check and stream training sets for scientific imaging models.",
         epilog="Exit codes: 0 ok, 1 the work found failures, 2 bad usage or bad input.",
     )
     parser.add_argument("--version", action="version", version=f"trainset {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     doctor.register(sub)
     demo.register(sub)
     focus_cli.register(sub)
     sar_cli.register(sub)
     ptycho_cli.register(sub)
+    _register_step(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(words)
+    # The command as typed, for messages that tell the user what to run again.
+    args.command_line = ["trainset", *words]
     handler: Handler = args.func
     try:
         return handler(args)
@@ -89,7 +92,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("trainset: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

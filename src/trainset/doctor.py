@@ -21,8 +21,60 @@ REQUIRED = {
 # Optional dependencies and what needs them.
 OPTIONAL = {
     "rasterio": "trainset sar patches (GeoTIFF reading): pip install 'trainset[sar]'",
+    "h5py": "trainset ptycho import --format cxi (CXI/HDF5 reading): pip install 'trainset[ptycho]'",
     "lightning": "SARDataModule under lightning.Trainer: pip install lightning",
 }
+# GPU memory GenFocus needs: FLUX.1-dev in bf16 (~24 GB of transformer weights, the VAE and
+# activations of 512-px tiles); the official README reports ~45 GB peak (docs/focus-genfocus.md).
+GENFOCUS_GPU_GB = 48
+
+
+def _distribution_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def genfocus_lines() -> list[str]:
+    """diffusers (pinned), transformers and peft for the GenFocus backends."""
+    from trainset.focus.genfocus.deps import DIFFUSERS_VERSION, INSTALL_HINT
+
+    lines = []
+    found = _distribution_version("diffusers")
+    if found == DIFFUSERS_VERSION:
+        lines.append(_line("ok", "diffusers", f"{found} (genfocus backends)"))
+    else:
+        state = "missing" if found is None else f"{found} is not the tested {DIFFUSERS_VERSION}"
+        lines.append(_line("warn", "diffusers", f"{state}: genfocus backends; {INSTALL_HINT}"))
+    found = _distribution_version("transformers")
+    detail = found or f"missing: genfocus encodes its prompts once (then cached); {INSTALL_HINT}"
+    lines.append(_line("ok" if found else "info", "transformers", detail))
+    found = _distribution_version("peft")
+    detail = f"{found} (not used: trainset applies GenFocus LoRA itself)" if found else "not needed"
+    lines.append(_line("info", "peft", detail))
+    return lines
+
+
+def gpu_memory_lines(torch: object) -> list[str]:
+    """Total memory of each visible GPU, against what GenFocus needs."""
+    cuda = torch.cuda  # type: ignore[attr-defined]
+    lines = []
+    for i in range(cuda.device_count()):
+        props = cuda.get_device_properties(i)
+        gb = props.total_memory / 1024**3
+        enough = gb >= GENFOCUS_GPU_GB
+        note = "enough for genfocus" if enough else f"genfocus needs ~{GENFOCUS_GPU_GB} GB"
+        lines.append(
+            _line(
+                "ok" if enough else "info",
+                f"gpu {i} memory",
+                f"{gb:.0f} GiB ({props.name}): {note}",
+            )
+        )
+    return lines
 
 
 def _line(status: str, what: str, detail: str) -> str:
@@ -62,6 +114,8 @@ def run_doctor(out_root: Path, stream: TextIO = sys.stdout) -> int:
             print(
                 _line("ok", "cuda", f"{torch.version.cuda}; GPUs: {', '.join(names)}"), file=stream
             )
+            for line in gpu_memory_lines(torch):
+                print(line, file=stream)
         else:
             built = "CPU-only build" if torch.version.cuda is None else "no GPU visible"
             print(
@@ -78,6 +132,8 @@ def run_doctor(out_root: Path, stream: TextIO = sys.stdout) -> int:
         present = importlib.util.find_spec(module) is not None
         status, detail = ("ok", "present") if present else ("warn", f"missing: {purpose}")
         print(_line(status, module, detail), file=stream)
+    for line in genfocus_lines():
+        print(line, file=stream)
     probe = out_root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -90,7 +146,7 @@ def run_doctor(out_root: Path, stream: TextIO = sys.stdout) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``trainset doctor``."""
-    from trainset.cli import flag
+    from trainset.cli_tools import flag
 
     p = sub.add_parser(
         "doctor",

@@ -134,3 +134,11 @@ class SceneInputs:
 def scene_inputs() -> type[SceneInputs]:
     """Writer of small labels/renders inputs (see :class:`SceneInputs`)."""
     return SceneInputs
+
+
+@pytest.fixture(scope="session")
+def focus_demo(tmp_path_factory: pytest.TempPathFactory):
+    """``run_focus_demo`` of 2 scenes x 4 frames x 24x32 px (it ends by writing its report)."""
+    from trainset.focus.demo import run_focus_demo
+
+    return run_focus_demo(tmp_path_factory.mktemp("demo"), n_scenes=2, n_frames=4, size=(24, 32))

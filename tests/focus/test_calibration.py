@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 import pytest
-from plan_formulas import plan_sample_coc_params, sha256_scene_seed
 
+from tests.focus.plan_formulas import plan_sample_coc_params, sha256_scene_seed
 from trainset.errors import InputError
 from trainset.focus.calibration import (
     LogHistogram,
@@ -92,6 +92,7 @@ def test_calibrate_reports_percentiles_of_the_render_parameter_sets(tmp_path, sc
     assert stats["coc_model"] == "plan"
     assert stats["counts"] == {
         "scenes_total": 2,
+        "scenes_with_depth": 2,
         "scenes_sampled": 2,
         "scenes_used": 2,
         "frames": 5,
@@ -109,18 +110,35 @@ def test_calibrate_thin_lens_gives_larger_coc_than_the_plan_model(tmp_path, scen
     assert thin["p95"] > plan["p95"]
 
 
-def test_calibrate_skips_sampled_scenes_without_depth_and_lists_them(tmp_path, scene_inputs):
+def test_calibrate_samples_only_scenes_whose_depth_is_done_and_lists_the_others(
+    tmp_path, scene_inputs
+):
     scene_inputs.build_dataset(tmp_path, {"scene_a": 1, "scene_b": 1})
-    (tmp_path / "scene_b" / "depth_maps" / "stats.json").unlink()
+    (tmp_path / "scene_b" / "depth_maps" / ".done").unlink()
     stats = calibrate(tmp_path, sample_fraction=1.0, show_progress=False)
-    assert stats["scenes_skipped"] == ["scene_b"]
+    assert stats["scenes_without_depth"] == ["scene_b"]
+    assert stats["sampled_scenes"] == ["scene_a"]
     assert stats["counts"]["scenes_used"] == 1
+
+
+@pytest.mark.parametrize("broken", ["s0", "s1", "s2", "s3", "s4"])
+def test_calibration_sample_is_never_a_scene_whose_depth_failed(tmp_path, scene_inputs, broken):
+    """5 scenes, the plan's 0.2: one scene is sampled, the smallest sha256 among those with
+    depth, whichever scene is broken (the one the whole-set rule would pick included)."""
+    ids = ["s0", "s1", "s2", "s3", "s4"]
+    scene_inputs.build_dataset(tmp_path, dict.fromkeys(ids, 1))
+    (tmp_path / broken / "depth_maps" / ".done").unlink()
+    good = [s for s in ids if s != broken]
+    expected = min(good, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    stats = calibrate(tmp_path, sample_fraction=0.2, show_progress=False)
+    assert stats["sampled_scenes"] == [expected]
+    assert stats["scenes_without_depth"] == [broken]
 
 
 def test_calibrate_without_any_depth_is_an_input_error(tmp_path, scene_inputs):
     scene_inputs.build_dataset(tmp_path, {"scene_a": 1})
-    (tmp_path / "scene_a" / "depth_maps" / "stats.json").unlink()
-    with pytest.raises(InputError, match="no sampled scene has depth maps"):
+    (tmp_path / "scene_a" / "depth_maps" / ".done").unlink()
+    with pytest.raises(InputError, match="no scene has depth maps"):
         calibrate(tmp_path, sample_fraction=1.0, show_progress=False)
 
 

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from plan_formulas import plan_compute_focus_map
 
+from tests.focus.plan_formulas import plan_compute_focus_map
 from trainset.cli import main
 from trainset.focus.pack import pack_dataset
 from trainset.store import atomic_write_npz, read_json, read_npz_array
@@ -207,63 +207,46 @@ def test_focus_maps_of_the_run_are_the_plans_formula_on_the_stored_depth(finishe
             )
 
 
+def _run_config(tmp_path, *extra):
+    from trainset.cli import build_parser
+    from trainset.focus.cli import run_config
+
+    argv = ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o")]
+    return run_config(build_parser().parse_args([*argv, *extra]))
+
+
 def test_run_forwards_the_depth_model_options_to_the_depth_step(tmp_path):
-    from trainset.cli import build_parser
-    from trainset.focus.cli_phases import run_steps
-
-    args = build_parser().parse_args(
-        ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o"),
-         "--depth-backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
-         "--input_size", "56", "--device", "cpu"]
+    config = _run_config(
+        tmp_path, "--depth-backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
+        "--input_size", "56", "--device", "cpu", "--depth-option", "batch=8",
     )  # fmt: skip
-    depth = next(step for step in run_steps(args) if step[0] == "depth")
-    assert depth[depth.index("--backend") :] == [
-        "--backend", "vda", "--checkpoint", "m.pth", "--encoder", "vits",
-        "--input-size", "56", "--device", "cpu",
-    ]  # fmt: skip
+    assert config.depth.backend_options() == {
+        "batch": "8",
+        "checkpoint": "m.pth",
+        "encoder": "vits",
+        "input_size": 56,
+        "device": "cpu",
+    }
 
 
-def test_run_forwards_the_renderer_options_to_the_render_step(tmp_path):
-    from trainset.cli import build_parser
-    from trainset.focus.cli_phases import run_steps
+def test_renderer_options_reach_the_renders_stage_resolved(tmp_path):
+    from trainset.focus.config import labels_and_renders_params
 
-    args = build_parser().parse_args(
-        ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o"),
-         "--max-coc", "0.0002", "--renderer-option", "highlight_gain=12",
-         "--renderer-option", "hidden=none"]
-    )  # fmt: skip
-    render = next(step for step in run_steps(args) if step[0] == "render")
-    assert render[render.index("--renderer") :] == [
-        "--renderer", "layered", "--sensor-width", "36.0",
+    config = _run_config(
+        tmp_path, "--max-coc", "0.0002",
         "--renderer-option", "highlight_gain=12", "--renderer-option", "hidden=none",
-    ]  # fmt: skip
-
-
-def test_render_options_shape_the_renders_stage_parameters(tmp_path):
-    from trainset.cli import build_parser
-    from trainset.focus.cli_phases import render_stage_params
-
-    args = build_parser().parse_args(
-        ["focus", "render", "--out-root", str(tmp_path), "--max-coc", "0.0002",
-         "--renderer-option", "highlight-gain=12"]
     )  # fmt: skip
-    options = render_stage_params(args, 2e-4)["renders"]["renderer_options"]
-    assert options["highlight_gain"] == 12.0 and options["hidden"] == "extend"
-
-
-def test_a_renderer_option_without_a_value_is_refused(tmp_path, capsys):
-    code = _run("focus", "render", "--out-root", str(tmp_path), "--max-coc", "0.0002",
-                "--renderer-option", "hidden")  # fmt: skip
-    assert code == 2
-    assert "renderer option must be KEY=VALUE" in capsys.readouterr().err
+    params = labels_and_renders_params(2e-4, config.lens, config.render)["renders"]
+    assert params["renderer_options"] == {"highlight_gain": "12", "hidden": "none"}
+    assert params["renderer_params"]["highlight_gain"] == 12.0
+    assert params["renderer_params"]["hidden"] == "none"
+    assert params["renderer_version"] == 2
 
 
 def _steps(tmp_path, *extra):
-    from trainset.cli import build_parser
-    from trainset.focus.cli_phases import run_steps
+    from trainset.focus.steps import plan_run
 
-    argv = ["focus", "run", "--raw-root", str(tmp_path / "raw"), "--out-root", str(tmp_path / "o")]
-    return [step[0] for step in run_steps(build_parser().parse_args([*argv, *extra]))]
+    return [step.name for step in plan_run(_run_config(tmp_path, *extra), []).steps]
 
 
 def _write_stats(tmp_path, **stats):
@@ -292,7 +275,7 @@ def test_run_calibrates_only_when_no_usable_statistics_may_feed_renders(
     extra = [] if max_coc is None else ["--max-coc", max_coc]
     steps = _steps(tmp_path, *extra, "--sets", "4", "--coc-model", "plan")
     assert ("calibrate" in steps) is calibrates
-    assert steps[:3] == ["index", "deblur", "depth"]
+    assert steps[:2] == ["deblur", "depth"]
 
 
 def test_unreadable_statistics_are_recalibrated(tmp_path):
@@ -300,3 +283,34 @@ def test_unreadable_statistics_are_recalibrated(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     assert "calibrate" in _steps(tmp_path, "--max-coc", "from-stats")
+
+
+def test_focus_range_is_used_by_calibrate_and_render_and_recorded(gated, tmp_path):
+    _, out, _ = gated
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    root = ("--out-root", str(copy))
+    assert _run("focus", "calibrate", *root, "--focus-range", "p5-p95", "--sets", "2") == 0
+    assert read_json(copy / "logs" / "coc_stats.json")["focus_range"] == "p5-p95"
+    code = _run(
+        "focus", "render", *root, "--max-coc", "from-stats", "--sets", "2",
+        "--focus-range", "p5-p95", "--only", "labels",
+    )  # fmt: skip
+    assert code == 0
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    assert config["labels"]["focus_range"] == "p5-p95"
+    for scene in ("scene_000", "scene_001", "scene_002"):
+        meta = read_json(copy / scene / "metadata.json")
+        stats = read_json(copy / scene / "depth_maps" / "stats.json")
+        assert meta["focus_range"] == "p5-p95"
+        assert all(stats["d_p5"] <= s["S_focus"] <= stats["d_p95"] for s in meta["sets"])
+
+
+def test_render_from_stats_refuses_statistics_of_another_focus_range(gated, capsys):
+    _, out, _ = gated
+    code = _run(
+        "focus", "render", "--out-root", str(out), "--max-coc", "from-stats",
+        "--focus-range", "p5-p95",
+    )  # fmt: skip
+    assert code == 2
+    assert "calibration was made with another focus_range" in capsys.readouterr().err

@@ -104,7 +104,11 @@ def test_config_records_every_stage(synthetic_run):
     assert list(config) == ["index", "deblur", "depth"]
     assert config["index"]["seed"] == 42 and config["index"]["min_frames"] == 16
     assert config["deblur"]["backend"] == "passthrough"
-    assert config["depth"]["backend_params"] == {"depth_scale": 1000.0}
+    assert config["depth"]["backend_params"] == {
+        "depth_scale": 1000.0,
+        "invalid_codes": "default",
+        "depth_range_m": [0.001, 10000.0],
+    }
 
 
 def test_second_run_rewrites_no_file(synthetic_run):
@@ -120,10 +124,11 @@ def test_status_counts_done_stages(synthetic_run, capsys):
     _, out, _ = synthetic_run
     assert main(["focus", "status", "--out-root", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split() == ["stage", "done", "pending", "failed"]
+    assert lines[1].split() == ["stage", "done", "pending", "failed", "blocked"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
-    assert rows["deblur"] == ["6", "0", "0"]
-    assert rows["depth"] == ["6", "0", "0"]
+    assert rows["deblur"] == ["6", "0", "0", "0"]
+    assert rows["depth"] == ["6", "0", "0", "0"]
+    assert rows["labels"] == ["0", "6", "0", "0"]
 
 
 def _deblur_and_depth(out):
@@ -165,7 +170,7 @@ def test_unknown_backend_exits_2(indexed_small, capsys):
 def test_backend_option_without_equals_exits_2(indexed_small, capsys):
     out = indexed_small
     assert main(["focus", "deblur", "--out-root", str(out), "--backend-option", "x"]) == 2
-    assert "backend option must be KEY=VALUE" in capsys.readouterr().err
+    assert "key '--backend-option': option must be KEY=VALUE" in capsys.readouterr().err
 
 
 def test_stage_without_index_exits_2(tmp_path, capsys):
@@ -226,7 +231,9 @@ def test_killed_depth_run_finishes_on_rerun_with_loadable_files_and_no_temps(tmp
     for npz in out.glob("*/depth_maps/depth_*.npz"):
         assert read_npz_array(npz, "depth").shape == (48, 48)
     for stats in out.glob("*/depth_maps/stats.json"):
-        assert set(json.loads(stats.read_text())) == {"d_min", "d_max", "d_median", "d_p5", "d_p95"}
+        assert set(json.loads(stats.read_text())) == {
+            *("d_min", "d_max", "d_median", "d_p5", "d_p95", "valid_fraction")
+        }
 
 
 def test_bad_raw_set_rejects_or_patches_each_bad_scene_and_exit_codes_say_so(tmp_path, capsys):

@@ -4,12 +4,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from clip_scenes import SETS, depth_map, focus_value, write_scene
 
 from trainset.errors import InputError
 from trainset.focus.clips import ClipSampler, FocusClipDataset, collate_fn
 from trainset.focus.pack import pack_dataset
 from trainset.store import atomic_write_npz, atomic_write_png
+from trainset.testing.clip_scenes import SETS, depth_map, focus_value, write_scene
 
 
 @pytest.fixture(scope="module")

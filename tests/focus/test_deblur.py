@@ -19,8 +19,9 @@ from trainset.focus.deblur import (
     with_oom_retry,
 )
 from trainset.focus.index import build_index
+from trainset.focus.layout import scene_ids
 from trainset.focus.stages import DEBLUR
-from trainset.pipeline.runner import run_stage, scene_ids
+from trainset.pipeline.runner import run_stage
 from trainset.store.codecs import read_png
 
 PASSTHROUGH = {

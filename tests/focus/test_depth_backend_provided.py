@@ -8,4 +8,8 @@ class TestProvidedDepthContract(DepthBackendContract):
 
 
 def test_provided_backend_params_hold_the_depth_scale():
-    assert ProvidedDepth(depth_scale="256").params() == {"depth_scale": 256.0}
+    assert ProvidedDepth(depth_scale="256").params() == {
+        "depth_scale": 256.0,
+        "invalid_codes": "default",
+        "depth_range_m": [0.001, 10000.0],
+    }

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from trainset.errors import InputError
-from trainset.focus.index import assign_splits, build_index, unsafe_reason
+from trainset.focus.index import assign_splits, build_index
+from trainset.pipeline.dataset_files import unsafe_reason
 
 
 def plan_assign_splits(scene_ids, seed=42):
@@ -115,7 +116,7 @@ def test_bad_scenes_are_rejected_with_reasons_and_good_ones_kept(tmp_path):
     assert sorted(result.scenes) == ["good"]
     rejected = json.loads((tmp_path / "out" / "logs" / "rejected_scenes.json").read_text())
     assert rejected[".hidden"] == "scene id starts with a dot"
-    assert rejected["bad\x01name"] == "scene id holds a control character"
+    assert rejected["bad\\x01name"] == "scene id holds a control character"
     assert rejected["dots..name"] == "scene id holds '..'"
     assert rejected["short"] == "only 2 frames (minimum 3)"
     assert rejected["corrupt"].startswith("corrupt frame frame_0001.png")

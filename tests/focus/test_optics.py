@@ -10,8 +10,12 @@ import sys
 
 import numpy as np
 import pytest
-from plan_formulas import plan_compute_focus_map, plan_compute_raw_coc, plan_sample_coc_params
 
+from tests.focus.plan_formulas import (
+    plan_compute_focus_map,
+    plan_compute_raw_coc,
+    plan_sample_coc_params,
+)
 from trainset.errors import InputError
 from trainset.focus.optics import (
     coc_px,
@@ -142,3 +146,24 @@ def test_coc_px_scales_sensor_metres_by_width_over_sensor_width():
 def test_scene_parameters_need_positive_depth_statistics():
     with pytest.raises(InputError, match=r"scene_7/depth_maps/stats.json: key 'd_max'"):
         scene_coc_params("scene_7", {"d_min": 0.5})
+
+
+def test_focus_range_p5_p95_draws_s_focus_between_the_percentiles():
+    stats = {**STATS, "d_p5": 1.2, "d_p95": 2.8}
+    bounds = {"d_min": 1.2, "d_max": 2.8}
+    expected = plan_sample_coc_params(bounds, N_sets=8, seed=scene_seed("scene_042"))
+    drawn = scene_coc_params("scene_042", stats, 8, focus_range="p5-p95")
+    assert drawn == expected
+    assert all(1.2 <= p["S_focus"] <= 2.8 for p in drawn)
+
+
+def test_focus_range_minmax_is_the_plans_default():
+    stats = {**STATS, "d_p5": 1.2, "d_p95": 2.8}
+    assert scene_coc_params("scene_042", stats, focus_range="minmax") == scene_coc_params(
+        "scene_042", stats
+    )
+
+
+def test_unknown_focus_range_is_refused():
+    with pytest.raises(InputError, match=r"focus_range.*expected minmax or p5-p95, found p10"):
+        scene_coc_params("scene_042", STATS, focus_range="p10")

@@ -2,12 +2,12 @@ import shutil
 
 import numpy as np
 import pytest
-from clip_scenes import SETS, bokeh_rgb, depth_map, focus_value, frame_rgb, write_scene
 
 from trainset.errors import InputError
 from trainset.focus import pack as pack_mod
 from trainset.focus.clips import FocusClipDataset
 from trainset.focus.pack import (
+    PackResult,
     check_packed_scene,
     open_packed,
     pack_dataset,
@@ -19,6 +19,14 @@ from trainset.store import (
     atomic_write_npz,
     atomic_write_png,
     sha256_file,
+)
+from trainset.testing.clip_scenes import (
+    SETS,
+    bokeh_rgb,
+    depth_map,
+    focus_value,
+    frame_rgb,
+    write_scene,
 )
 
 
@@ -75,16 +83,16 @@ def test_scene_without_renders_packs_without_bokeh(root):
 
 
 def test_pack_dataset_packs_each_scene_once(root):
-    assert pack_dataset(root) == {"packed": 2, "current": 0}
-    assert pack_dataset(root) == {"packed": 0, "current": 2}
-    assert pack_dataset(root, force=True) == {"packed": 2, "current": 0}
+    assert pack_dataset(root) == PackResult(["alpha", "beta"], [], {})
+    assert pack_dataset(root) == PackResult([], ["alpha", "beta"], {})
+    assert pack_dataset(root, force=True) == PackResult(["alpha", "beta"], [], {})
 
 
 def test_changed_metadata_makes_the_pack_stale(root):
     pack_scene(root, "alpha")
     atomic_write_json(root / "alpha" / "metadata.json", {"sets": SETS[:1]})
     assert open_packed(root / "alpha") is None
-    assert pack_dataset(root, scenes=["alpha"]) == {"packed": 1, "current": 0}
+    assert pack_dataset(root, scenes=["alpha"]) == PackResult(["alpha"], [], {})
 
 
 def test_rerun_stage_sentinel_makes_the_pack_stale(root):

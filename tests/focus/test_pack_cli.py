@@ -1,8 +1,8 @@
 import numpy as np
-from clip_scenes import SETS, write_scene
 
 from trainset.focus.pack import PACK_DIR, open_packed, pack_dataset
 from trainset.focus.validate import check_scene
+from trainset.testing.clip_scenes import SETS, write_scene
 
 
 def test_pack_command_packs_then_reports_current(cli, tmp_path):

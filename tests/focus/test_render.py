@@ -178,7 +178,8 @@ def test_renderer_refuses_non_finite_coc(renderer):
 def test_unknown_renderer_is_refused():
     with pytest.raises(
         InputError,
-        match=r"key '--renderer': unknown renderer backend \(expected \['layered'\], found bokehnet",
+        match=r"key '--renderer': unknown renderer backend "
+        r"\(expected \['genfocus', 'layered'\], found bokehnet",
     ):
         make_renderer("bokehnet")
 
@@ -307,7 +308,8 @@ def test_options_given_as_strings_are_resolved_and_recorded():
     assert renderer_record(renderer) == {
         "renderer": "layered",
         "renderer_version": 2,
-        "renderer_options": {
+        "renderer_params": {
+            "renderer": "layered",
             "layer_step_px": 1.0,
             "max_layers": 24,
             "hidden": "none",

@@ -12,24 +12,15 @@ TRAINSET_REQUIRE_SLURM=1.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from trainset.cli import main
+from tests.focus.slurm_helpers import CONFIG, cli, require_controller, wait
 from trainset.focus.calibration import select_calibration_scenes
 from trainset.focus.synthetic import generate_scenes
-from trainset.pipeline.slurm import (
-    ACTIVE_STATES,
-    TaskState,
-    controller_up,
-    read_jobs,
-    wait_for_jobs,
-)
+from trainset.pipeline.slurm import ACTIVE_STATES, TaskState, read_jobs
 from trainset.store import read_json
 
 N_SCENES = 3
@@ -37,23 +28,6 @@ IDS = [f"scene_{i:03d}" for i in range(N_SCENES)]
 # The broken scene must not be the one calibration samples (ceil(0.2 * 3) = 1 scene), so the
 # recommended max_coc is the local run's.
 BROKEN = next(s for s in reversed(IDS) if s not in select_calibration_scenes(IDS, 0.2))
-TIMEOUT_S = 400  # a 2-CPU machine shared with other work; jobs themselves take seconds
-SMALL = "{partition: cpu, gres: none, cpus: 1, mem: 400M, time: '00:10:00'}"
-CONFIG = "stages:\n" + "".join(
-    f"  {step}: {SMALL}\n" for step in ("deblur", "depth", "calibrate", "render", "validate")
-)
-
-
-def _cli(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = main(list(argv))
-    return code, out.getvalue()
-
-
-def _wait(out_root: Path) -> list[TaskState]:
-    ids = [str(job["job_id"]) for sub in read_jobs(out_root) for job in sub["jobs"]]
-    return wait_for_jobs(ids, timeout_s=TIMEOUT_S)
 
 
 @dataclass
@@ -76,14 +50,7 @@ def _done_stages(out: Path, scene: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory) -> Session:
-    if not controller_up():
-        reason = (
-            "no SLURM controller answers `scontrol ping` "
-            "(start the local one as root: scripts/slurm/start.sh)"
-        )
-        if os.environ.get("TRAINSET_REQUIRE_SLURM") == "1":
-            pytest.fail(f"{reason}; TRAINSET_REQUIRE_SLURM=1 requires it")
-        pytest.skip(reason)
+    require_controller()
     root = tmp_path_factory.mktemp("slurm_e2e")
     s = Session(root / "raw", root / "out", root / "local")
     generate_scenes(s.raw, n_scenes=N_SCENES, n_frames=4, size=(32, 32))
@@ -97,22 +64,22 @@ def session(tmp_path_factory) -> Session:
         *("--executor", "slurm", "--slurm-config", str(config)),
     )
 
-    code, s.gate_stdout = _cli(*run)
+    code, s.gate_stdout = cli(*run)
     assert code == 0, s.gate_stdout
-    _wait(s.out)
-    code, text = _cli(*run, "--max-coc", "from-stats")
+    wait(s.out)
+    code, text = cli(*run, "--max-coc", "from-stats")
     assert code == 0, text
-    s.failed_states = _wait(s.out)
+    s.failed_states = wait(s.out)
     s.failed_sentinels = {scene: _done_stages(s.out, scene) for scene in IDS}
-    s.failed_status = _cli("focus", "status", "--out-root", str(s.out))
+    s.failed_status = cli("focus", "status", "--out-root", str(s.out))
 
     broken.write_bytes(good_bytes)
-    code, text = _cli(*run, "--max-coc", "from-stats")
+    code, text = cli(*run, "--max-coc", "from-stats")
     assert code == 0, text
     s.resubmitted = read_jobs(s.out)[-1]["jobs"]
-    s.final_states = _wait(s.out)
+    s.final_states = wait(s.out)
 
-    code, text = _cli(
+    code, text = cli(
         *("focus", "run", "--raw-root", str(s.raw), "--out-root", str(s.local)),
         *("--min-frames", "4", "--max-coc", "from-stats"),
     )

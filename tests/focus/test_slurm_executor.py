@@ -9,27 +9,22 @@ import sys
 import pytest
 
 from trainset.cli import main
-from trainset.focus import stages  # noqa: F401  (registers the focus stages)
+from trainset.focus.config import RunConfig
 from trainset.focus.index import build_index
-from trainset.focus.slurm_executor import (
-    SceneCall,
-    SetCall,
-    job_words,
-    pending_scenes,
-    submission_report,
-    submit_focus,
-)
+from trainset.focus.stages import DEBLUR
+from trainset.focus.steps import plan_run, submission_report
 from trainset.focus.synthetic import generate_scenes
+from trainset.pipeline.plan import run_step_spec
 from trainset.pipeline.runner import run_stage
-from trainset.pipeline.slurm import PLAN_RESOURCES, SlurmConfig, parse_cluster
-from trainset.pipeline.stage import get_stage
+from trainset.pipeline.slurm import SlurmConfig, parse_cluster, submit_plan
+from trainset.store import read_json
 
-DEBLUR_PARAMS = {"backend": "passthrough", "options": {}, "backend_params": {}, "x": 1}
 # A cluster on which the plan's resources fit (72 CPUs, 4 GPUs, 480 GiB per node).
 CLUSTER = parse_cluster(
     "PartitionName=cpu MaxTime=UNLIMITED State=UP\nPartitionName=gpu MaxTime=UNLIMITED State=UP\n",
     "NodeName=g1 CPUTot=72 Gres=gpu:4 RealMemory=491520 State=IDLE Partitions=cpu,gpu\n",
 )
+IDS = ["scene_000", "scene_001", "scene_002"]
 
 
 @pytest.fixture
@@ -37,49 +32,51 @@ def indexed(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     generate_scenes(raw, n_scenes=3, n_frames=2, size=(16, 16))
     build_index(raw, out, min_frames=2)
-    return out
+    return raw, out
 
 
 def _no_commands(argv):
     raise AssertionError(f"ran {argv}")
 
 
+def _config(raw, out, **kw):
+    return RunConfig(raw, out, **kw)
+
+
 def test_pending_scenes_are_those_without_a_current_sentinel(indexed):
-    ids = ["scene_000", "scene_001", "scene_002"]
-    summary = run_stage(get_stage("deblur"), indexed, ["scene_001"], DEBLUR_PARAMS)
-    assert summary.exit_code == 0
-    assert pending_scenes(indexed, ids, {"deblur": DEBLUR_PARAMS}) == {0, 2}
-    assert pending_scenes(indexed, ids, {"deblur": {**DEBLUR_PARAMS, "x": 2}}) == {0, 1, 2}
-    assert pending_scenes(indexed, ids, {"deblur": None}) == {0, 1, 2}
+    raw, out = indexed
+    config = _config(raw, out)
+    assert run_stage(DEBLUR, out, ["scene_001"], config.deblur.stage_params()).exit_code == 0
+    plan = {step.name: step for step in plan_run(config, IDS).steps}
+    assert plan["deblur"].pending == {"scene_000", "scene_002"}
+    assert plan["depth"].pending == set(IDS)
+    assert [s.name for s in plan_run(config, IDS).steps] == ["deblur", "depth", "calibrate"]
 
 
-def test_dry_run_maps_scenes_to_task_indices_and_runs_trainset_commands(indexed):
-    run_stage(get_stage("deblur"), indexed, ["scene_001"], DEBLUR_PARAMS)
-    submission = submit_focus(
-        indexed,
-        [
-            SceneCall("deblur", {"deblur": DEBLUR_PARAMS}, ("--backend", "passthrough")),
-            SceneCall("depth", {"depth": None}),
-        ],
-        [SetCall("calibrate", ("--sample-fraction", "0.2"), ("depth",))],
-        SlurmConfig(dict(PLAN_RESOURCES)),
-        command=["trainset", "focus", "run"],
-        dry_run=True,
-        runner=_no_commands,
-        cluster=CLUSTER,
+def test_dry_run_maps_scenes_to_task_indices_and_jobs_run_the_step_specs(indexed):
+    raw, out = indexed
+    config = _config(raw, out)
+    run_stage(DEBLUR, out, ["scene_001"], config.deblur.stage_params())
+    plan = plan_run(config, IDS, command=["trainset", "focus", "run"])
+    resources = {step.name: step.resources for step in plan.steps}
+    submission = submit_plan(
+        plan, SlurmConfig(resources), dry_run=True, runner=_no_commands, cluster=CLUSTER
     )
     arrays = [argv[3] for argv in submission.commands[:3]]
     assert arrays == ["--array=0,2%32", "--array=0,2%16", "--array=1%16"]
-    root = indexed.resolve()
-    script = (root / "slurm" / "deblur.sh").read_text().splitlines()[-1]
-    assert script == (
-        f"exec {sys.executable} -m trainset.cli focus deblur --out-root {root} --task-index "
-        '"$((SLURM_ARRAY_TASK_ID + ${TRAINSET_TASK_OFFSET:-0}))" --backend passthrough'
+    root = out.resolve()
+    spec = root / "slurm" / "deblur.step.json"
+    assert (root / "slurm" / "deblur.sh").read_text().splitlines()[-1] == (
+        f"exec {sys.executable} -m trainset step {spec} --unit-index "
+        '"$((SLURM_ARRAY_TASK_ID + ${TRAINSET_TASK_OFFSET:-0}))"'
     )
+    written = read_json(spec)
+    assert written["action"] == "trainset.focus.steps:deblur_action"
+    assert written["units"] == IDS and written["out_root"] == str(root)
+    assert written["params"] == {"backend": "passthrough", "options": [], "sharpness_ratio": 0.25}
     calibrate = (root / "slurm" / "calibrate.sh").read_text().splitlines()[-1]
     assert calibrate == (
-        f"exec {sys.executable} -m trainset.cli focus calibrate --out-root {root} "
-        "--sample-fraction 0.2"
+        f"exec {sys.executable} -m trainset step {root / 'slurm' / 'calibrate.step.json'}"
     )
     assert [job["units"] for job in submission.jobs[:3]] == [
         ["scene_000", "scene_002"],
@@ -89,9 +86,16 @@ def test_dry_run_maps_scenes_to_task_indices_and_runs_trainset_commands(indexed)
     assert submission_report(submission).splitlines()[0] == ("would submit deblur     (2 scenes)")
 
 
-def test_job_words_drop_out_root_and_workers_and_keep_step_options():
-    step = ["depth", "--out-root", "/o", "--workers", "4", "--backend", "vda", "--out_root=/p"]
-    assert job_words(step) == ("--backend", "vda")
+def test_a_job_runs_its_unit_through_the_same_action(indexed, capsys):
+    raw, out = indexed
+    plan = plan_run(_config(raw, out), IDS)
+    resources = {step.name: step.resources for step in plan.steps}
+    submit_plan(plan, SlurmConfig(resources), dry_run=True, runner=_no_commands, cluster=CLUSTER)
+    spec = out.resolve() / "slurm" / "deblur.step.json"
+    assert run_step_spec(spec, 2) == 0
+    assert [s for s in IDS if DEBLUR.done(out, s)] == ["scene_002"]
+    assert "deblur: 1 done" in capsys.readouterr().out
+    assert main(["step", str(spec), "--unit-index", "3"]) == 2
 
 
 def test_dry_run_prints_plan_resources_and_dependencies_without_a_cluster(tmp_path):
@@ -101,7 +105,7 @@ def test_dry_run_prints_plan_resources_and_dependencies_without_a_cluster(tmp_pa
     args += ["--min-frames", "2", "--executor", "slurm", "--dry-run", "--max-coc", "from-stats"]
     # No SLURM client on PATH: nothing can be submitted, resources cannot be checked.
     result = subprocess.run(
-        [sys.executable, "-m", "trainset.cli", *args],
+        [sys.executable, "-m", "trainset", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "PATH": str(tmp_path / "no-slurm")},
@@ -143,3 +147,24 @@ def test_dry_run_with_local_executor_is_a_usage_error(tmp_path, capsys):
     assert code == 2
     assert "--dry-run only applies to the SLURM executor" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_slurm_dry_run_with_vda_never_reads_the_checkpoint(tmp_path):
+    """The checkpoint is a FIFO: reading it would block (the timeout fails the test)."""
+    raw = tmp_path / "raw"
+    generate_scenes(raw, n_scenes=2, n_frames=2, size=(16, 16))
+    fifo = tmp_path / "metric_video_depth_anything_vitl.pth"
+    os.mkfifo(fifo)
+    args = ["focus", "run", "--raw-root", str(raw), "--out-root", str(tmp_path / "out")]
+    args += ["--min-frames", "2", "--executor", "slurm", "--dry-run"]
+    args += ["--depth-backend", "vda", "--checkpoint", str(fifo), "--device", "cuda"]
+    result = subprocess.run(
+        [sys.executable, "-m", "trainset", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(tmp_path / "no-slurm")},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    depth = read_json(tmp_path / "out" / "slurm" / "depth.step.json")
+    assert depth["params"]["checkpoint"] == str(fifo)

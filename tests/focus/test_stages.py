@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from plan_formulas import plan_sample_coc_params, sha256_scene_seed
 
+from tests.focus.plan_formulas import plan_sample_coc_params, sha256_scene_seed
 from trainset.errors import InputError
 from trainset.focus.labels import labels_params, run_labels
 from trainset.focus.optics import signed_coc_px
@@ -132,9 +132,10 @@ def test_renders_record_the_renderers_version_and_every_option(dataset):
     meta = read_json(dataset / "scene_a" / "metadata.json")
     assert meta["renderer_version"] == params["renderer_version"] == 2
     assert (
-        meta["renderer_options"]
-        == params["renderer_options"]
+        meta["renderer_params"]
+        == params["renderer_params"]
         == {
+            "renderer": "layered",
             "layer_step_px": 1.0,
             "max_layers": 24,
             "hidden": "extend",
@@ -143,6 +144,15 @@ def test_renders_record_the_renderers_version_and_every_option(dataset):
         }
     )
     assert [sorted(s) for s in meta["sets"]] == [["N", "S_focus", "f", "max_coc"]] * 2
+
+
+def test_renders_read_version_one_layer_settings_as_layered_options():
+    params = renders_params(MAX_COC, renderer_options={"max_layers": "12"})
+    old_style = {k: v for k, v in params.items() if k != "renderer_options"}
+    old_style |= {"layer_step_px": 2.0, "max_layers": 12}
+    from trainset.focus.renders import _given_options
+
+    assert _given_options(old_style) == {"layer_step_px": 2.0, "max_layers": 12}
 
 
 def test_renders_refuse_an_option_the_renderer_does_not_take():

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shard_files import write_shards
+
+from trainset.testing.shard_files import write_shards
 
 
 @pytest.fixture

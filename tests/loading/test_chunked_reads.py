@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 import pytest
-from shard_files import record_values, write_shards
 
 from trainset.errors import InputError
 from trainset.loading import ShardReader, fill_batch
 from trainset.loading.buffers import CHUNK_BYTES, scratch_rows
+from trainset.testing.shard_files import record_values, write_shards
 
 
 def _expected(values: np.ndarray, indices: np.ndarray, codes: np.ndarray) -> np.ndarray:

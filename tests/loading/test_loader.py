@@ -3,7 +3,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from shard_files import write_shards
 
 from trainset.errors import InputError
 from trainset.loading import (
@@ -15,6 +14,7 @@ from trainset.loading import (
     d4_view,
     shard_dataloader,
 )
+from trainset.testing.shard_files import write_shards
 
 
 @pytest.fixture

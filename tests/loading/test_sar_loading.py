@@ -3,48 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from shard_files import write_shards
 
+from tests.loading.quiet_trainer import quiet_trainer
 from trainset.errors import InputError
-from trainset.loading import EpochSampler, d4_codes, d4_view
+from trainset.loading import EpochSampler, d4_codes
 from trainset.sar.datamodule import SARDataModule
 from trainset.sar.datasets import LazyPatchDataset
-from trainset.sar.manifest import FORMAT, VERSION, write_manifest
-
-
-def make_patch_set(root, counts, channels=1, dtype="float32", sources=None):
-    """Shards of 8x8 records (record r = r*1000 + pixel) and a manifest over them."""
-    paths = write_shards(root, [c * channels for c in counts], h=8, w=8, dtype=dtype)
-    n = sum(counts)
-    src = sources if sources is not None else [i * 3 // n for i in range(n)]
-    write_manifest(
-        root,
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "patch_size": 8,
-            "stride": 8,
-            "units": "intensity",
-            "dtype": dtype,
-            "channels": channels,
-            "vmin": -25.0,
-            "vmax": 5.0,
-            "shards": [{"path": p.name, "count": c, "sha256": None} for p, c in zip(paths, counts)],
-            "patches": {"source": src, "band": [0] * n, "row": [0] * n, "col": list(range(n))},
-            "sources": [{"path": f"s{i}.tif"} for i in range(3)],
-        },
-    )
-    return root
-
-
-def records(root, channels=1):
-    recs = np.concatenate([np.load(p) for p in sorted(root.glob("shard_*.npy"))])
-    return recs.reshape(-1, channels, 8, 8).astype(np.float32)
-
-
-def augmented(recs, ids, seed, epoch):
-    codes = d4_codes(seed, epoch, ids)
-    return np.stack([[d4_view(ch, int(c)) for ch in recs[i]] for i, c in zip(ids, codes)])
+from trainset.testing.patch_sets import augmented, make_patch_set, records
 
 
 def test_lazy_batch_is_the_d4_of_the_shard_records(tmp_path):
@@ -80,18 +45,57 @@ def test_getitem_returns_a_tensor_that_later_reads_do_not_touch(tmp_path):
     np.testing.assert_array_equal(first.numpy(), records(root)[2])
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_datamodule_train_batches_follow_the_epoch_sampler_for_any_worker_count(tmp_path, workers):
-    root = make_patch_set(tmp_path, [10, 8, 12])
-    dm = SARDataModule(root, val_fraction=0.3, batch_size=4, num_workers=workers, seed=9)
+SETS = {"float32": ([10, 8, 12], 1, "float32"), "float16": ([10, 8, 12], 1, "float16"),
+        "two bands": ([5, 4, 6], 2, "float32")}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(SETS))
+@pytest.mark.parametrize(("workers", "threads"), [(0, 1), (0, 2), (0, 4), (2, None)])
+def test_datamodule_train_batches_are_the_same_for_any_thread_or_worker_count(
+    tmp_path, kind, workers, threads
+):
+    counts, channels, dtype = SETS[kind]
+    root = make_patch_set(tmp_path, counts, channels=channels, dtype=dtype)
+    dm = SARDataModule(
+        root, val_fraction=0.3, batch_size=4, num_workers=workers, seed=9, threads=threads
+    )
     got = [b.clone().numpy() for b in dm.train_dataloader()]
     ids = dm.train_indices
     sampler = EpochSampler(len(ids), 4, seed=9, drop_last=True)
-    recs = records(root)
+    recs = records(root, channels)
     want = [augmented(recs, ids[sampler.batch(0, k).indices], 9, 0) for k in range(len(sampler))]
     assert len(got) == len(want) > 0
     for g, w in zip(got, want):
+        assert g.dtype == np.float32
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize(("workers", "threads"), [(0, 1), (0, 3), (2, None)])
+def test_deferred_codes_are_the_same_for_any_thread_or_worker_count(tmp_path, workers, threads):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    dm = SARDataModule(
+        root, val_fraction=0.3, batch_size=4, seed=9, augment_on_device=True,
+        num_workers=workers, threads=threads,
+    )  # fmt: skip
+    got = [(b.clone().numpy(), c.clone().numpy()) for b, c in dm.train_dataloader()]
+    ids = dm.train_indices
+    sampler = EpochSampler(len(ids), 4, seed=9, drop_last=True)
+    recs = records(root)
+    assert len(got) == len(sampler)
+    for k, (batch, codes) in enumerate(got):
+        picked = ids[sampler.batch(0, k).indices]
+        np.testing.assert_array_equal(batch, recs[picked])
+        np.testing.assert_array_equal(codes, d4_codes(9, 0, picked))
+
+
+def test_every_validation_pass_starts_at_the_first_batch(tmp_path):
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    loader = SARDataModule(root, val_fraction=0.3, batch_size=2).val_dataloader()
+    it = iter(loader)
+    next(it)  # a sanity check stops after a batch or two ...
+    it.close()
+    seen = [b.clone() for b in loader]  # ... and validation still sees every batch
+    assert len(seen) == len(loader) == 5
 
 
 def test_datamodule_moves_to_the_next_epoch_on_each_pass(tmp_path):
@@ -106,9 +110,10 @@ def test_datamodule_moves_to_the_next_epoch_on_each_pass(tmp_path):
 
 def test_recycled_batches_share_a_small_ring(tmp_path):
     root = make_patch_set(tmp_path, [40, 40, 40])
-    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, augment_train=False)
-    pointers = {b.data_ptr() for b in dm.train_dataloader()}
-    assert len(pointers) == 6
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, augment_train=False, threads=2)
+    loader = dm.train_dataloader()
+    pointers = {b.data_ptr() for b in loader}
+    assert len(pointers) == 2 * 2 + 3 < len(loader)  # 2 threads: 4 read ahead, 3 kept
 
 
 def test_recycle_off_gives_independent_batches(tmp_path):
@@ -179,48 +184,8 @@ def test_lightning_fit_applies_device_augmentation_in_the_hook(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     dm = SARDataModule(root, val_fraction=0.3, batch_size=4, augment_on_device=True)
-    trainer = lightning.Trainer(
-        max_steps=2,
-        limit_val_batches=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(Tiny(), datamodule=dm)
+    quiet_trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(Tiny(), datamodule=dm)
     assert shapes == [(4, 1, 8, 8), (4, 1, 8, 8)]
-
-
-def test_two_real_ranks_split_the_lazy_train_and_val_batches(tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = make_patch_set(tmp_path / "set", [10, 8, 12])
-    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, seed=3)
-    dm.setup()
-    train, val = set(dm.train_indices.tolist()), set(dm.val_indices.tolist())
-    script = Path(__file__).with_name("ddp_rank.py")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    outs = [tmp_path / f"rank{r}.json" for r in range(2)]
-    store = str(tmp_path / "store")
-    argv = [[sys.executable, str(script), str(root), store, str(r), "2", str(outs[r])]
-            for r in range(2)]  # fmt: skip
-    procs = [subprocess.Popen(a, env=env) for a in argv]
-    assert [p.wait(timeout=300) for p in procs] == [0, 0]
-    seen = [json.loads(o.read_text()) for o in outs]
-    per_rank = [[i for b in s["train"] for i in b] for s in seen]
-    assert len(seen[0]["train"]) == len(seen[1]["train"]) == len(train) // 2 // 2
-    assert seen[0]["train_batches_all_ranks"] == 2 * len(seen[0]["train"])
-    assert not set(per_rank[0]) & set(per_rank[1])  # no train patch on both ranks
-    assert set(per_rank[0]) | set(per_rank[1]) <= train
-    val_seen = [i for s in seen for b in s["val"] for i in b]
-    assert set(val_seen) == val  # every val patch is evaluated (a batch may be padded in)
-    assert len(seen[0]["val"]) == len(seen[1]["val"])
 
 
 def test_lightning_reinstantiates_the_lazy_sampler_for_its_rank(tmp_path):
@@ -231,8 +196,10 @@ def test_lightning_reinstantiates_the_lazy_sampler_for_its_rank(tmp_path):
     from torch.utils.data.distributed import DistributedSampler
 
     root = make_patch_set(tmp_path, [10, 8, 12])
-    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, seed=3, augment_train=False)
-    # What Trainer does under DDP: request the loader with the init arguments recorded ...
+    dm = SARDataModule(
+        root, val_fraction=0.3, batch_size=2, seed=3, augment_train=False, num_workers=1
+    )
+    # What Trainer does under DDP (to the DataLoader of num_workers > 0): request the loader with the init arguments recorded ...
     with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
         loader = dm.train_dataloader()
     # ... then re-create it around the DistributedSampler of this process's rank.
@@ -247,3 +214,64 @@ def test_lightning_reinstantiates_the_lazy_sampler_for_its_rank(tmp_path):
     assert len(got) == len(want) == len(dm.train_indices) // 2 // 2
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def lightning_module(lightning, seen):
+    """A LightningModule that records the patch ids (pixel (0, 0) // 1000) of each batch."""
+
+    class Recorder(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            seen.setdefault("train", []).append((batch[:, 0, 0, 0] // 1000).int().tolist())
+            return (batch * self.w).sum()
+
+        def validation_step(self, batch, batch_idx):
+            stage = "sanity" if self.trainer.sanity_checking else "val"
+            seen.setdefault(stage, []).append((batch[:, 0, 0, 0] // 1000).int().tolist())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    return Recorder()
+
+
+def test_lightning_fit_of_one_epoch_sees_every_batch_and_validates_fully(tmp_path):
+    lightning = pytest.importorskip("lightning")
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    dm = SARDataModule(root, val_fraction=0.3, batch_size=2, seed=4, augment_train=False)
+    seen = {}
+    quiet_trainer(tmp_path, max_epochs=1).fit(lightning_module(lightning, seen), datamodule=dm)
+    ids = dm.train_indices
+    sampler = EpochSampler(len(ids), 2, seed=4, drop_last=True)
+    assert seen["train"] == [ids[sampler.batch(0, k).indices].tolist() for k in range(len(sampler))]
+    val = dm.val_indices.tolist()
+    assert seen["sanity"] == [val[0:2], val[2:4]]  # Lightning's 2 sanity batches ...
+    assert seen["val"] == [val[a : a + 2] for a in range(0, len(val), 2)]  # ... then all of val
+
+
+def test_lightning_resumes_mid_epoch_from_a_checkpoint(tmp_path):
+    lightning = pytest.importorskip("lightning")
+    root = make_patch_set(tmp_path, [10, 8, 12])
+    kw = {"val_fraction": 0.3, "batch_size": 2, "seed": 4, "augment_train": False}
+    ckpt = tmp_path / "mid.ckpt"
+
+    class SaveAfterThirdStep(lightning.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3:
+                trainer.save_checkpoint(ckpt)  # what a run killed after step 3 leaves
+
+    first, rest = {}, {}
+    whole = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0)
+    whole.callbacks.append(SaveAfterThirdStep())
+    whole.fit(lightning_module(lightning, first), datamodule=SARDataModule(root, **kw))
+    dm = SARDataModule(root, threads=1, **kw)
+    resumed = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0)
+    resumed.fit(lightning_module(lightning, rest), datamodule=dm, ckpt_path=ckpt)
+    ids = dm.train_indices
+    sampler = EpochSampler(len(ids), 2, seed=4, drop_last=True)
+    want = [ids[sampler.batch(0, k).indices].tolist() for k in range(len(sampler))]
+    assert first["train"] == want
+    assert rest["train"] == want[3:]  # the 4 batches the killed run had not trained on

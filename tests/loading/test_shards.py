@@ -3,11 +3,11 @@ import pickle
 
 import numpy as np
 import pytest
-from shard_files import record_values, write_shards
 
 from trainset.errors import InputError
 from trainset.loading import ShardReader
 from trainset.store import atomic_write_npy
+from trainset.testing.shard_files import record_values, write_shards
 
 
 def test_length_shape_and_dtype_come_from_the_headers(shards):

@@ -13,7 +13,7 @@ from trainset.pipeline.dataset_files import (
     record_config,
     write_scene_log,
 )
-from trainset.pipeline.runner import run_stage, select_scenes
+from trainset.pipeline.runner import run_stage
 from trainset.pipeline.stage import Stage, get_stage, register_stage
 from trainset.store.hashing import params_hash
 from trainset.store.sentinels import read_sentinel
@@ -138,30 +138,6 @@ def test_record_config_merges_sections(tmp_path):
     assert config == {"index": {"seed": 7}, "deblur": {"backend": "passthrough"}}
 
 
-def test_select_scenes_by_task_index_uses_sorted_order(tmp_path):
-    _index(tmp_path, ["z", "m", "a"])
-    assert select_scenes(tmp_path, task_index=1) == ["m"]
-    assert select_scenes(tmp_path, scene="z") == ["z"]
-    assert select_scenes(tmp_path) == ["a", "m", "z"]
-
-
-def test_select_scenes_rejects_out_of_range_task_index(tmp_path):
-    _index(tmp_path)
-    with pytest.raises(InputError, match=r"task index out of range \(expected 0..2, found 3\)"):
-        select_scenes(tmp_path, task_index=3)
-
-
-def test_select_scenes_rejects_unknown_scene(tmp_path):
-    _index(tmp_path)
-    with pytest.raises(InputError, match="scene is not in the scene index"):
-        select_scenes(tmp_path, scene="nope")
-
-
-def test_select_scenes_without_index_says_to_run_index(tmp_path):
-    with pytest.raises(InputError, match="run `trainset focus index` first"):
-        select_scenes(tmp_path)
-
-
 def test_run_stage_rejects_zero_workers(tmp_path):
     with pytest.raises(InputError, match="workers must be at least 1"):
         run_stage(FIRST, tmp_path, SCENES, {"value": 1}, workers=0)
@@ -170,3 +146,22 @@ def test_run_stage_rejects_zero_workers(tmp_path):
 def test_get_stage_of_unknown_name_lists_known_stages():
     with pytest.raises(InputError, match="unknown stage"):
         get_stage("no_such_stage")
+
+
+def test_scene_blocked_by_an_upstream_failure_names_it_and_exits_1(tmp_path):
+    run_stage(FIRST, tmp_path, SCENES, {"value": 1, "fail": ["b"]})
+    summary = run_stage(SECOND, tmp_path, SCENES, {}, command_prefix="trainset toy")
+    assert [o.status for o in summary.outcomes] == ["done", "blocked", "done"]
+    assert summary.outcomes[1].upstream_failed
+    assert summary.outcomes[1].message == (
+        "toy_first failed (ValueError: bad scene b): fix it and re-run `trainset toy toy_first`"
+    )
+    assert summary.exit_code == 1
+
+
+def test_a_failure_that_was_since_repaired_no_longer_blocks(tmp_path):
+    run_stage(FIRST, tmp_path, SCENES, {"value": 1, "fail": ["b"]})
+    run_stage(FIRST, tmp_path, ["b"], {"value": 1})
+    summary = run_stage(SECOND, tmp_path, SCENES, {})
+    assert [o.status for o in summary.outcomes] == ["done"] * 3
+    assert summary.exit_code == 0

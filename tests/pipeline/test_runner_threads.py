@@ -16,7 +16,7 @@ def _run(code: str, env: dict[str, str]) -> str:
 
 def test_worker_initializer_gives_each_worker_its_share_of_threads():
     code = (
-        "import torch, os; from trainset.pipeline.runner import _share_cores; _share_cores(1); "
+        "import torch, os; from trainset.pipeline.runner import _init_worker; _init_worker(1, [], os.getppid()); "
         "print(os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
     )
     assert _run(code, {}) == "1 1"
@@ -24,7 +24,7 @@ def test_worker_initializer_gives_each_worker_its_share_of_threads():
 
 def test_worker_initializer_keeps_the_users_thread_setting():
     code = (
-        "import os; from trainset.pipeline.runner import _share_cores; _share_cores(1); "
+        "import os; from trainset.pipeline.runner import _init_worker; _init_worker(1, [], os.getppid()); "
         "print(os.environ['OMP_NUM_THREADS'])"
     )
     assert _run(code, {"OMP_NUM_THREADS": "3"}) == "3"

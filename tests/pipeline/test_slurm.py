@@ -10,7 +10,6 @@ import pytest
 
 from trainset.errors import InputError
 from trainset.pipeline.slurm import (
-    PLAN_RESOURCES,
     TASK_INDEX,
     PlannedJob,
     SceneStep,
@@ -54,6 +53,14 @@ NODES = (
 )
 CONFIG = "MaxArraySize            = 1001\nMinJobAge               = 300 sec\n"
 CLUSTER = parse_cluster(PARTITIONS, NODES, CONFIG)
+# Default resources as a domain declares them (the focus plan's blocks).
+PLAN_RESOURCES = {
+    "deblur": StageResources("gpu", 8, "48G", "04:00:00", "gpu:1", 32),
+    "depth": StageResources("gpu", 8, "64G", "06:00:00", "gpu:1", 16),
+    "calibrate": StageResources("cpu", 8, "32G", "01:00:00"),
+    "render": StageResources("gpu", 8, "80G", "08:00:00", "gpu:1", 16),
+    "validate": StageResources("cpu", 1, "16G", "00:30:00"),
+}
 # The same with the GPU nodes also in the CPU partition: the plan's resources fit it.
 BIG_CLUSTER = parse_cluster(PARTITIONS, NODES.replace("Partitions=gpu", "Partitions=cpu,gpu"))
 
@@ -136,37 +143,50 @@ def test_config_file_overrides_only_the_keys_it_names(tmp_path):
         "setup: ['module load cuda']\n"
         "stages:\n  depth: {partition: a100, throttle: 4}\n  deblur: {gres: none}\n"
     )
-    config = load_slurm_config(path)
+    config = load_slurm_config(path, PLAN_RESOURCES)
     assert config.setup == ("module load cuda",)
     assert config.resources["depth"] == StageResources("a100", 8, "64G", "06:00:00", "gpu:1", 4)
     assert config.resources["deblur"].gres is None
     assert config.resources["render"] == PLAN_RESOURCES["render"]
 
 
+def test_a_step_the_plan_does_not_have_is_refused_with_the_known_ones(tmp_path):
+    path = tmp_path / "slurm.yaml"
+    path.write_text("stages:\n  tile: {cpus: 2}\n")
+    with pytest.raises(InputError, match=r"stages.tile.*unknown step.*expected \['a'\]"):
+        load_slurm_config(path, {"a": PLAN_RESOURCES["depth"]})
+
+
+def test_constraint_becomes_an_sbatch_line():
+    res = StageResources("gpu", 8, "96G", "08:00:00", "gpu:1", constraint="gpu80g")
+    text = render_script("deblur", ["trainset"], res, "/o", array=False)
+    assert "#SBATCH --constraint=gpu80g" in text.splitlines()
+
+
 def test_config_unknown_step_is_an_input_error(tmp_path):
     path = tmp_path / "slurm.yaml"
     path.write_text("stages:\n  polish: {cpus: 2}\n")
     with pytest.raises(InputError, match=r"key 'stages.polish': unknown step"):
-        load_slurm_config(path)
+        load_slurm_config(path, PLAN_RESOURCES)
 
 
 def test_config_bad_cpus_is_an_input_error(tmp_path):
     path = tmp_path / "slurm.yaml"
     path.write_text("stages:\n  depth: {cpus: 0}\n")
     with pytest.raises(InputError, match=r"key 'depth.cpus'.*expected >= 1, found 0"):
-        load_slurm_config(path)
+        load_slurm_config(path, PLAN_RESOURCES)
 
 
 def test_config_unknown_resource_key_is_an_input_error(tmp_path):
     path = tmp_path / "slurm.yaml"
     path.write_text("stages:\n  depth: {gpus: 2}\n")
     with pytest.raises(InputError, match=r"unknown resource keys.*found \['gpus'\]"):
-        load_slurm_config(path)
+        load_slurm_config(path, PLAN_RESOURCES)
 
 
 def test_missing_config_file_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="SLURM config file not found"):
-        load_slurm_config(tmp_path / "nope.yaml")
+        load_slurm_config(tmp_path / "nope.yaml", PLAN_RESOURCES)
 
 
 def test_array_spec_compresses_ranges_and_adds_throttle():
@@ -223,7 +243,15 @@ def test_units_beyond_max_array_size_go_to_chunks_with_offsets():
 def test_script_holds_resource_lines_and_task_index(tmp_path):
     text = render_script(
         "depth",
-        ("/usr/bin/python3", "-m", "trainset.cli", "focus", "depth", "--task-index", TASK_INDEX),
+        (
+            "/usr/bin/python3",
+            "-m",
+            "trainset",
+            "step",
+            "depth.step.json",
+            "--unit-index",
+            TASK_INDEX,
+        ),
         PLAN_RESOURCES["depth"],
         tmp_path,
         array=True,
@@ -241,7 +269,7 @@ def test_script_holds_resource_lines_and_task_index(tmp_path):
         f"#SBATCH --output={logs}/depth_%A_%a.out",
         "set -euo pipefail",
         "module load cuda",
-        "exec /usr/bin/python3 -m trainset.cli focus depth --task-index "
+        "exec /usr/bin/python3 -m trainset step depth.step.json --unit-index "
         '"$((SLURM_ARRAY_TASK_ID + ${TRAINSET_TASK_OFFSET:-0}))"',
     ]
 
@@ -405,21 +433,21 @@ def test_config_unknown_top_level_key_is_an_input_error(tmp_path):
     path = tmp_path / "slurm.yaml"
     path.write_text("partitions: {}\n")
     with pytest.raises(InputError, match=r"unknown keys \(expected setup, stages, found"):
-        load_slurm_config(path)
+        load_slurm_config(path, PLAN_RESOURCES)
 
 
 def test_config_setup_must_be_a_list_of_lines(tmp_path):
     path = tmp_path / "slurm.yaml"
     path.write_text("setup: module load cuda\n")
     with pytest.raises(InputError, match=r"key 'setup': must be a list of strings"):
-        load_slurm_config(path)
+        load_slurm_config(path, PLAN_RESOURCES)
 
 
 def test_config_bad_memory_names_the_step(tmp_path):
     path = tmp_path / "slurm.yaml"
     path.write_text("stages:\n  render: {mem: lots}\n")
     with pytest.raises(InputError, match=r"key 'render.mem': not a SLURM memory size"):
-        load_slurm_config(path)
+        load_slurm_config(path, PLAN_RESOURCES)
 
 
 def test_bad_gres_is_an_input_error():

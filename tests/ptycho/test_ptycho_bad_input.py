@@ -158,7 +158,7 @@ def test_metadata_out_equal_to_source_is_refused(tmp_path, small_arrays):
 
 def test_metadata_out_equal_to_output_is_refused(tmp_path, small_arrays):
     source = atomic_write_npz(tmp_path / "s.npz", small_arrays())
-    with pytest.raises(InputError, match=r"--metadata-out is the fixture path"):
+    with pytest.raises(InputError, match=r"--metadata-out is the output path"):
         generate_fixture(source, tmp_path / "f.npz", 16, metadata_path=tmp_path / "f.npz")
 
 

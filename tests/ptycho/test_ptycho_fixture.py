@@ -8,7 +8,7 @@ import trainset.store.atomic as atomic
 from trainset.cli import main
 from trainset.errors import InputError
 from trainset.ptycho import generate_fixture, subset_indices
-from trainset.ptycho.fixture import FIXTURE_VERSION
+from trainset.ptycho.sidecar import SIDECAR_VERSION
 from trainset.store import atomic_write_npz
 
 
@@ -61,7 +61,7 @@ def test_sidecar_matches_plan_section_6_3(run1084_fixture):
     metadata = json.loads(sidecar.read_text())
     assert metadata["subset_size"] == 64
     assert metadata["sha256_checksum"] == sha256_of(npz) == checksum
-    assert metadata["version"] == FIXTURE_VERSION == "v1"
+    assert metadata["version"] == SIDECAR_VERSION == "v1"
     assert metadata["subset_strategy"] == "first_n_positions"
     assert metadata["transformations"][:5] == [
         "diffraction: transpose (H,W,N) → (N,H,W)",

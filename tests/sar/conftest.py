@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("rasterio")
 
-from sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
+from trainset.testing.sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
 
 @pytest.fixture

@@ -7,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
+from tests.loading.quiet_trainer import quiet_trainer
 from trainset.cli import main
 from trainset.errors import InputError
 from trainset.sar.datamodule import SARDataModule, split_patches
 from trainset.sar.manifest import load_manifest
+from trainset.testing.sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
 
 @pytest.fixture(scope="module")
@@ -215,15 +216,6 @@ def test_lightning_fit_runs_one_step(intensity_set, tmp_path):
 
     dm = SARDataModule(intensity_set, val_fraction=0.3, batch_size=4)
     model = Tiny()
-    trainer = lightning.Trainer(
-        max_steps=1,
-        limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=1)
     trainer.fit(model, datamodule=dm)
     assert model.steps == 1 and trainer.global_step == 1

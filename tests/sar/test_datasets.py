@@ -3,7 +3,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from sar_rasters import speckle_intensity, write_geotiff
 from torch.utils.data import DataLoader
 
 from trainset.errors import InputError
@@ -11,6 +10,7 @@ from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, augment_pat
 from trainset.sar.manifest import load_manifest
 from trainset.sar.tiling import ClipSpec, QualityFilter, TilingConfig, build_patches
 from trainset.store import NPY_ALIGN, atomic_write_npy
+from trainset.testing.sar_rasters import speckle_intensity, write_geotiff
 
 KEEP_ALL = QualityFilter(0.0, 1.0, 0.0)
 

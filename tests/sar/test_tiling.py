@@ -1,13 +1,11 @@
 import json
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
 from trainset.errors import InputError
 from trainset.sar.geotiff import iter_strips, open_raster, strip_rows
@@ -22,6 +20,7 @@ from trainset.sar.tiling import (
     build_patches,
 )
 from trainset.store import NPY_ALIGN, sha256_file
+from trainset.testing.sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
 KEEP_ALL = QualityFilter(0.0, 1.0, 0.0)
 
@@ -110,7 +109,7 @@ def test_amplitude_patches_follow_the_plan_formula(amplitude_tif, tmp_path):
     )
     shard = np.load(manifest.shard_paths()[0], allow_pickle=False)
     for i in (0, 7, len(shard) - 1):
-        r, c = manifest.patches["row"][i], manifest.patches["col"][i]
+        r, c = int(manifest.patches["row"][i]), int(manifest.patches["col"][i])
         exp = expected_patch(db, valid, manifest.vmin, manifest.vmax, r, c)
         np.testing.assert_allclose(shard[i], exp, atol=2e-6)
 
@@ -119,18 +118,20 @@ def test_grid_positions_are_every_stride_in_row_major_order(amplitude_tif, tmp_p
     manifest = load_manifest(build([amplitude_tif], tmp_path / "out", units="amplitude"))
     rows = list(range(0, 160 - 32 + 1, 16))
     cols = list(range(0, 200 - 32 + 1, 16))
-    assert manifest.patches["row"] == [r for r in rows for _ in cols]
-    assert manifest.patches["col"] == cols * len(rows)
+    assert manifest.patches["row"].tolist() == [r for r in rows for _ in cols]
+    assert manifest.patches["col"].tolist() == cols * len(rows)
     assert manifest.num_patches == 9 * 11
 
 
 def test_nodata_never_becomes_a_valid_pixel(amplitude_tif, tmp_path):
     manifest = load_manifest(build([amplitude_tif], tmp_path / "out", units="amplitude"))
     shard = np.load(manifest.shard_paths()[0], allow_pickle=False)
-    first = manifest.patches["row"].index(16)  # patch rows 16..47 overlap nodata rows 16..19
-    assert manifest.patches["valid_fraction"][first] == pytest.approx(28 / 32)
+    first = (
+        manifest.patches["row"].tolist().index(16)
+    )  # patch rows 16..47 overlap nodata rows 16..19
+    assert manifest.patches["valid_fraction"].tolist()[first] == pytest.approx(28 / 32)
     np.testing.assert_array_equal(shard[first][:4], 0.0)
-    assert manifest.patches["valid_fraction"][0] == pytest.approx(12 / 32)
+    assert manifest.patches["valid_fraction"].tolist()[0] == pytest.approx(12 / 32)
 
 
 def test_float32_intensity_with_nan_nodata(intensity_tif, tmp_path):
@@ -141,7 +142,7 @@ def test_float32_intensity_with_nan_nodata(intensity_tif, tmp_path):
     db = 10 * np.log10(np.where(valid, inten, 1.0).astype(np.float64))
     shard = np.load(manifest.shard_paths()[0], allow_pickle=False)
     np.testing.assert_allclose(shard[0], expected_patch(db, valid, -25.0, 5.0, 0, 0), atol=2e-6)
-    assert manifest.patches["valid_fraction"][0] == pytest.approx(1 - 100 / 1024)
+    assert manifest.patches["valid_fraction"].tolist()[0] == pytest.approx(1 - 100 / 1024)
     assert (manifest.vmin, manifest.vmax) == (-25.0, 5.0)
     assert manifest.sources[0]["nodata"] == "nan"
 
@@ -159,8 +160,12 @@ def test_quality_filter_keeps_patches_with_enough_good_pixels(amplitude_tif, tmp
     all_ = load_manifest(build([amplitude_tif], tmp_path / "all", units="amplitude"))
     shard = np.load(all_.shard_paths()[0], allow_pickle=False)
     good = ((shard > 0.01) & (shard < 0.99)).mean(axis=(1, 2)) >= 0.9
-    kept = [(r, c) for r, c, g in zip(all_.patches["row"], all_.patches["col"], good) if g]
-    assert list(zip(manifest.patches["row"], manifest.patches["col"])) == kept
+    kept = [
+        (r, c)
+        for r, c, g in zip(all_.patches["row"].tolist(), all_.patches["col"].tolist(), good)
+        if g
+    ]
+    assert list(zip(manifest.patches["row"].tolist(), manifest.patches["col"].tolist())) == kept
     assert 0 < len(kept) < all_.num_patches
 
 
@@ -202,7 +207,7 @@ def test_bands_as_separate_patches(tmp_path):
     path = write_geotiff(tmp_path / "vv_vh.tif", two)
     manifest = load_manifest(build([path], tmp_path / "out"))
     assert manifest.channels == 1 and manifest.num_patches == 18
-    assert manifest.patches["band"][:4] == [1, 2, 1, 2]
+    assert manifest.patches["band"].tolist()[:4] == [1, 2, 1, 2]
 
 
 def test_bands_stacked_as_channels(tmp_path):
@@ -214,7 +219,7 @@ def test_bands_stacked_as_channels(tmp_path):
     db = 10 * np.log10(two.astype(np.float64))
     ones = np.ones((64, 64), bool)
     np.testing.assert_allclose(data[1], expected_patch(db[1], ones, -25.0, 5.0, 0, 0), atol=2e-6)
-    assert manifest.data["bands"] == [1, 2]
+    assert manifest.bands == [1, 2]
 
 
 def test_manifest_records_sources_with_relative_paths_and_crs(amplitude_tif, tmp_path):
@@ -230,7 +235,11 @@ def test_manifest_records_sources_with_relative_paths_and_crs(amplitude_tif, tmp
 
 
 def leftovers(out):
-    return sorted(p.name for p in Path(out).iterdir()) if Path(out).exists() else []
+    """Names in ``out``; the per-patch table (named by its sha256) as ``patches-*.npy``."""
+    if not Path(out).exists():
+        return []
+    names = (p.name for p in Path(out).iterdir())
+    return sorted("patches-*.npy" if n.startswith("patches-") else n for n in names)
 
 
 def test_not_a_raster_is_an_input_error_and_writes_nothing(tmp_path):
@@ -288,7 +297,7 @@ def test_rebuild_replaces_old_shards(amplitude_tif, tmp_path):
     out = tmp_path / "out"
     build([amplitude_tif], out, units="amplitude", shard_size=10)
     build([amplitude_tif], out, units="amplitude")
-    assert leftovers(out) == ["manifest.json", "shard_00000.npy"]
+    assert leftovers(out) == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.uint8])
@@ -314,21 +323,57 @@ def test_weighted_accumulation_equals_repeated_values(spec):
     np.testing.assert_allclose(weighted.bounds(), plain.bounds(), atol=1e-9)
 
 
-def test_staging_left_by_a_killed_run_is_removed(amplitude_tif, tmp_path):
+def test_staging_and_old_folders_left_by_killed_runs_are_removed(amplitude_tif, tmp_path):
     out = tmp_path / "out"
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    stale = out / f".staging-{socket.gethostname()}-{dead.stdout.strip()}-abcd"
-    stale.mkdir(parents=True)
+    host = socket.gethostname()
+    stale = tmp_path / f".out.staging-{host}-{os.getpid()}-abcd"
+    stale.mkdir()
     (stale / ".shard_00000.npy.tmp-x").write_bytes(b"partial")
-    alive = out / f".staging-{socket.gethostname()}-{os.getpid()}-efgh"
-    alive.mkdir()
+    old = tmp_path / ".out.old-otherhost-1-efgh"
+    old.mkdir()
+    (old / "manifest.json").write_text("{}")
     build([amplitude_tif], out, units="amplitude")
-    assert leftovers(out) == [alive.name, "manifest.json", "shard_00000.npy"]
+    assert leftovers(tmp_path) == ["amp.tif", "out"]
+    assert leftovers(out) == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
+
+
+def test_out_given_as_its_manifest_json_publishes_into_its_folder(amplitude_tif, tmp_path):
+    manifest = build([amplitude_tif], tmp_path / "out" / "manifest.json", units="amplitude")
+    assert manifest == tmp_path / "out" / "manifest.json"
+    assert leftovers(tmp_path / "out") == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
+
+
+def test_a_folder_holding_files_but_no_set_is_refused_untouched(amplitude_tif, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"holds files but no patch set.*found notes.txt"):
+        build([amplitude_tif], out, units="amplitude")
+    assert leftovers(out) == ["notes.txt"]
+    assert leftovers(tmp_path) == ["amp.tif", "out"]
+
+
+def test_the_current_folder_as_out_is_refused(amplitude_tif, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match="current folder or holds it"):
+        build([amplitude_tif], ".", units="amplitude")
+
+
+def test_a_symlinked_out_replaces_its_target_and_keeps_the_link(amplitude_tif, tmp_path):
+    real = tmp_path / "disk" / "patches"
+    build([amplitude_tif], real, units="amplitude", shard_size=10)
+    link = tmp_path / "out"
+    link.symlink_to(real)
+    build([amplitude_tif], link, units="amplitude")
+    assert link.is_symlink()
+    assert leftovers(real) == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
+
+
+def test_staging_folder_an_earlier_version_left_inside_out_is_replaced(amplitude_tif, tmp_path):
+    out = tmp_path / "out"
+    (out / ".staging-somehost-1-abcd").mkdir(parents=True)
+    build([amplitude_tif], out, units="amplitude")
+    assert leftovers(out) == ["manifest.json", "patches-*.npy", "shard_00000.npy"]
 
 
 def test_normalizer_falls_back_for_another_dtype():
@@ -344,3 +389,24 @@ def test_reading_a_geotiff_without_rasterio_gives_the_install_hint(amplitude_tif
     monkeypatch.setitem(sys.modules, "rasterio", None)  # `import rasterio` raises ImportError
     with pytest.raises(InputError, match=r"rasterio is required.*pip install 'trainset\[sar\]'"):
         open_raster(amplitude_tif)
+
+
+def test_max_pixels_is_the_largest_raster_tiled(amplitude_tif, tmp_path):
+    pixels = 160 * 200  # amplitude_tif, one band
+    with pytest.raises(InputError, match=r"raise --max-pixels.*found 32,000"):
+        build_patches(
+            [amplitude_tif], tmp_path / "a", small(units="amplitude"), max_pixels=pixels - 1
+        )
+    build_patches([amplitude_tif], tmp_path / "b", small(units="amplitude"), max_pixels=pixels)
+    assert load_manifest(tmp_path / "b").num_patches > 0
+
+
+def test_bands_that_do_not_fit_one_read_window_are_refused_before_reading(tmp_path, monkeypatch):
+    import trainset.sar.tiling as tiling
+
+    src = write_geotiff(tmp_path / "two.tif", speckle_amplitude_dn((2, 64, 64), seed=3))
+    # a window holds one band of 96 rows (patch 32 + a 64-row block) x 32 columns, not two
+    monkeypatch.setattr(tiling, "WINDOW_PIXELS", 96 * 32)
+    with pytest.raises(InputError, match=r"too many bands.*--bands.*found 2"):
+        build([src], tmp_path / "out", units="amplitude")
+    assert leftovers(tmp_path) == ["two.tif"]

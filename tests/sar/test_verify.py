@@ -39,7 +39,7 @@ def test_shard_with_fewer_patches_is_reported(patch_set):
     data = np.load(shard(patch_set, 0), allow_pickle=False)
     atomic_write_npy(shard(patch_set, 0), data[:38], align=NPY_ALIGN)
     assert verify_patch_files(patch_set) == [
-        (str(shard(patch_set, 0)), "expected 40 patches, found 38")
+        (str(shard(patch_set, 0)), "record count differs from the manifest (expected 40, found 38)")
     ]
 
 
@@ -47,15 +47,20 @@ def test_shard_of_wrong_dtype_is_reported(patch_set):
     data = np.load(shard(patch_set, 2), allow_pickle=False)
     atomic_write_npy(shard(patch_set, 2), data.astype(np.float64), align=NPY_ALIGN)
     assert verify_patch_files(patch_set) == [
-        (str(shard(patch_set, 2)), "expected dtype float32, found float64")
+        (
+            str(shard(patch_set, 2)),
+            "dtype differs from the manifest (expected float32, found float64)",
+        )
     ]
 
 
-def test_truncated_shard_is_reported_as_unopenable(patch_set):
+def test_truncated_shard_is_reported(patch_set):
     path = shard(patch_set, 0)
     path.write_bytes(path.read_bytes()[: NPY_ALIGN + 100])
     [(where, message)] = verify_patch_files(patch_set)
-    assert where == str(path) and message.startswith("cannot open as .npy")
+    assert where == str(path) and message == (
+        f"shard is truncated (expected {NPY_ALIGN + 40 * 32 * 32 * 4} bytes, found {NPY_ALIGN + 100})"
+    )
 
 
 def test_values_outside_unit_range_are_reported(patch_set):
@@ -108,8 +113,8 @@ def test_manifest_of_another_format_is_an_input_error(patch_set):
         (lambda d: d["shards"].append({"path": "x.npy"}), r"key 'shards\[\d+\]': bad shard entry"),
         (lambda d: d["shards"][0].update(path="/abs/shard.npy"),
          r"key 'shards\[0\]\.path': shard path must be relative to the manifest"),
-        (lambda d: d["patches"]["row"].pop(), r"key 'patches\.row': per-patch list has the wrong "
-         r"length"),
+        (lambda d: d["patches"].update(path="../t.npy"), r"key 'patches\.path': per-patch table "
+         r"must be an \.npy file beside the manifest"),
     ],
 )  # fmt: skip
 def test_malformed_manifest_is_an_input_error_naming_the_key(patch_set, change, message):
@@ -151,17 +156,16 @@ def test_cli_import_legacy_without_trust_exits_2(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
-def test_import_legacy_writes_a_relative_manifest(tmp_path):
+def test_import_legacy_writes_a_relative_manifest_with_a_declared_shards_root(tmp_path):
     meta = make_legacy(tmp_path)
     path = import_legacy(meta, tmp_path / "converted", trust_pickle=True)
     manifest = load_manifest(path)
-    assert [s.path for s in manifest.shards] == [
-        "../legacy/patches_0.npy",
-        "../legacy/patches_1.npy",
-    ]
+    assert manifest.shards_root == "../legacy"
+    assert [s.path for s in manifest.shards] == ["patches_0.npy", "patches_1.npy"]
+    assert manifest.shard_paths() == [(tmp_path / "legacy" / f"patches_{i}.npy") for i in (0, 1)]
     assert manifest.counts() == [3, 5] and manifest.patch_size == 16
     assert (manifest.vmin, manifest.vmax) == (-24.5, 3.25)
-    assert manifest.patches["source"] == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert manifest.patches["source"].tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
     assert verify_patch_files(path, deep=True) == []
 
 
@@ -213,7 +217,10 @@ def test_verify_legacy_metadata_with_trust_reports_count_mismatch(tmp_path):
     meta = make_legacy(tmp_path)
     np.save(tmp_path / "legacy" / "patches_1.npy", np.zeros((4, 16, 16), np.float32))
     assert verify_patch_files(meta, trust_pickle=True) == [
-        (str(tmp_path / "legacy" / "patches_1.npy"), "expected 5 patches, found 4")
+        (
+            str(tmp_path / "legacy" / "patches_1.npy"),
+            "record count differs from the manifest (expected 5, found 4)",
+        )
     ]
 
 

@@ -188,3 +188,18 @@ def test_fault_hook_kills_before_the_nth_rename_leaving_its_temp(tmp_path):
     temps = [p.name for p in tmp_path.iterdir() if p.name.startswith(".b.txt.tmp-")]
     assert len(temps) == 1
     assert (tmp_path / temps[0]).read_text() == "b"
+
+
+def test_a_write_error_without_a_file_name_is_raised_naming_the_target(tmp_path, monkeypatch):
+    import errno
+
+    target = tmp_path / "out.bin"
+
+    def full_disk(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "_seal", full_disk)
+    with pytest.raises(OSError, match=r"No space left on device: '.*out.bin'") as info:
+        atomic_write_bytes(target, b"x")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []

@@ -2,27 +2,27 @@ import json
 import subprocess
 import sys
 
-from trainset.store import is_current, params_hash, read_sentinel, sha256_file, write_sentinel
+from trainset.store import params_hash, read_sentinel, sha256_file, write_sentinel
 from trainset.store.provenance import provenance_record
 
 
-def test_sentinel_written_and_current_only_for_same_stage_version_params(tmp_path):
-    write_sentinel(tmp_path, "depth", 1, {"backend": "provided", "scale": 1.0}, {"frames": 24})
+def test_sentinel_holds_stage_version_params_hash_counts_and_inputs(tmp_path):
+    inputs = {"deblur": "ab" * 32}
+    write_sentinel(
+        tmp_path, "depth", 1, {"backend": "provided", "scale": 1.0}, {"frames": 24}, inputs
+    )
     data = json.loads((tmp_path / ".done").read_text())
     assert data["stage"] == "depth" and data["stage_version"] == 1
     assert data["counts"] == {"frames": 24}
     assert data["params_hash"] == params_hash({"scale": 1.0, "backend": "provided"})
-    assert is_current(tmp_path, "depth", 1, {"scale": 1.0, "backend": "provided"})
-    assert not is_current(tmp_path, "depth", 2, {"scale": 1.0, "backend": "provided"})
-    assert not is_current(tmp_path, "deblur", 1, {"scale": 1.0, "backend": "provided"})
-    assert not is_current(tmp_path, "depth", 1, {"scale": 2.0, "backend": "provided"})
+    sentinel = read_sentinel(tmp_path)
+    assert sentinel is not None and sentinel.inputs == inputs
 
 
 def test_corrupt_or_missing_sentinel_reads_as_none(tmp_path):
     assert read_sentinel(tmp_path) is None
     (tmp_path / ".done").write_text("{not json")
     assert read_sentinel(tmp_path) is None
-    assert not is_current(tmp_path, "depth", 1, {})
 
 
 def test_params_hash_is_stable_across_processes():

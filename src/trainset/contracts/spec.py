@@ -13,7 +13,7 @@ import numpy as np
 from trainset.contracts.report import Report
 from trainset.contracts.rules import Rule
 from trainset.errors import InputError
-from trainset.store.codecs import ArrayHeader, npz_headers, read_npz_array
+from trainset.store.codecs import MAX_ARRAY_BYTES, ArrayHeader, npz_headers, read_npz_array
 
 
 class ArraySource(Protocol):
@@ -47,12 +47,19 @@ class MappingSource:
 
 
 class NpzSource:
-    """An NPZ file: shapes and dtypes come from the member headers, data is read per key."""
+    """An NPZ file: shapes and dtypes come from the member headers, data is read per key.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    Opening it refuses (InputError) a member whose header disagrees with the zip's record or
+    claims more than ``max_bytes`` (None: no limit), before any data is read.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_bytes: int | None = MAX_ARRAY_BYTES
+    ) -> None:
         self.path = Path(path)
         self.name = str(self.path)
-        self._headers = npz_headers(self.path)
+        self.max_bytes = max_bytes
+        self._headers = npz_headers(self.path, max_bytes=max_bytes)
         self._cache: dict[str, np.ndarray] = {}
 
     def keys(self) -> list[str]:
@@ -63,7 +70,7 @@ class NpzSource:
 
     def load(self, key: str) -> np.ndarray:
         if key not in self._cache:
-            self._cache[key] = read_npz_array(self.path, key)
+            self._cache[key] = read_npz_array(self.path, key, max_bytes=self.max_bytes)
         return self._cache[key]
 
 
@@ -136,9 +143,12 @@ class Contract:
                         report.add(present, rule.name, rule.expected, found)
         return report
 
-    def validate_npz(self, path: str | os.PathLike[str]) -> Report:
-        """Validate an NPZ file (raises InputError when it cannot be opened at all)."""
-        return self.validate(NpzSource(path))
+    def validate_npz(
+        self, path: str | os.PathLike[str], *, max_bytes: int | None = MAX_ARRAY_BYTES
+    ) -> Report:
+        """Validate an NPZ file. Raises InputError when it cannot be opened at all, or when a
+        member's header disagrees with the zip or claims more than ``max_bytes``."""
+        return self.validate(NpzSource(path, max_bytes=max_bytes))
 
     def validate_arrays(self, arrays: Mapping[str, Any], name: str = "<arrays>") -> Report:
         """Validate arrays held in memory."""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Generic, TypeVar
 
 from trainset.errors import InputError
+from trainset.store.hashing import params_hash
 
 B = TypeVar("B")
 
@@ -31,6 +32,7 @@ class BackendRegistry(Generic[B]):
         self.flag = flag
         self._factories: dict[str, Callable[..., B]] = dict(factories or {})
         self._lazy = dict(lazy or {})
+        self._built: dict[str, B] = {}
 
     def register(self, name: str, factory: Callable[..., B]) -> None:
         """Make ``make(name, **options)`` call ``factory(**options)``."""
@@ -67,3 +69,11 @@ class BackendRegistry(Generic[B]):
                 expected="options the backend takes",
                 found=sorted(options),
             ) from exc
+
+    def shared(self, name: str, **options: object) -> B:
+        """``make(name, **options)`` built once per process and reused (a model backend keeps
+        its weights between scenes)."""
+        key = params_hash({"backend": name, "options": options})
+        if key not in self._built:
+            self._built[key] = self.make(name, **options)
+        return self._built[key]

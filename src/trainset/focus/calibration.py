@@ -21,13 +21,14 @@ from trainset.errors import InputError
 from trainset.focus.layout import (
     depth_frame_count,
     depth_path,
-    depth_stats_path,
     read_depth_stats,
     read_scene_index,
 )
 from trainset.focus.optics import (
+    DEFAULT_FOCUS_RANGE,
     DEFAULT_N_SETS,
     check_coc_model,
+    check_focus_range,
     compute_raw_coc,
     scene_coc_params,
 )
@@ -202,33 +203,42 @@ def calibrate(
     sample_fraction: float = 0.2,
     n_sets: int = DEFAULT_N_SETS,
     coc_model: str = "plan",
+    focus_range: str = DEFAULT_FOCUS_RANGE,
     stats_path: Path | None = None,
     plot_path: Path | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Run Phase 4 on ``out_root`` and write the statistics JSON and the histogram plot.
 
-    Reads ``depth_maps`` of the sampled scenes, computes the CoC (sensor metres) of every pixel
-    for each of the scene's ``n_sets`` parameter sets (the ones the render stage uses) and
+    The sample is drawn among the scenes whose depth stage is done (a failed scene is never
+    the sample; :func:`select_calibration_scenes`), so it is the same for both executors. Reads
+    their ``depth_maps``, computes the CoC (sensor metres) of every pixel for each of the scene's
+    ``n_sets`` parameter sets (the ones the render stage uses, ``focus_range`` included) and
     returns ``{p50, p90, p95, p99, max, recommended_max_coc, units, counts, coc_model, ...}``.
-    Sampled scenes whose depth is not done yet are skipped and listed; none done is an error.
+    No scene with depth is an InputError.
     """
     out_root = Path(out_root)
     check_coc_model(coc_model)
+    check_focus_range(focus_range)
+    from trainset.focus.stages import DEPTH  # here: the stage registry imports this module
+
     index = read_scene_index(out_root)
-    chosen = select_calibration_scenes(sorted(index), sample_fraction)
+    with_depth = [s for s in sorted(index) if DEPTH.done(out_root, s)]
+    without_depth = sorted(set(index) - set(with_depth))
+    if not with_depth:
+        raise InputError(
+            "no scene has depth maps; run `trainset focus depth` first",
+            file=out_root,
+            expected="at least one scene whose depth stage is done",
+            found=f"none of {len(index)}",
+        )
+    chosen = select_calibration_scenes(with_depth, sample_fraction)
     hist = LogHistogram()
-    used: list[str] = []
-    skipped: list[str] = []
     frames = 0
     with Progress(len(chosen), "calibrate", stream=None if show_progress else io.StringIO()) as bar:
         for scene_id in chosen:
-            if not depth_stats_path(out_root, scene_id).exists():
-                skipped.append(scene_id)
-                bar.update(1, scene_id)
-                continue
             stats = read_depth_stats(out_root, scene_id)
-            param_sets = scene_coc_params(scene_id, stats, n_sets)
+            param_sets = scene_coc_params(scene_id, stats, n_sets, focus_range=focus_range)
             for t in range(depth_frame_count(out_root, scene_id)):
                 depth = read_npz_array(depth_path(out_root, scene_id, t), "depth").astype(
                     np.float32
@@ -236,31 +246,25 @@ def calibrate(
                 for params in param_sets:
                     hist.add(compute_raw_coc(depth, coc_model=coc_model, **params))
                 frames += 1
-            used.append(scene_id)
             bar.update(1, scene_id)
-    if not used:
-        raise InputError(
-            "no sampled scene has depth maps; run `trainset focus depth` first",
-            file=out_root,
-            expected="depth_maps/stats.json in the sampled scenes",
-            found=f"none of {len(chosen)}",
-        )
-    result = _stats_record(hist, coc_model, sample_fraction, n_sets)
+    result = _stats_record(hist, coc_model, sample_fraction, n_sets, focus_range)
     result["counts"] = {
         "scenes_total": len(index),
+        "scenes_with_depth": len(with_depth),
         "scenes_sampled": len(chosen),
-        "scenes_used": len(used),
+        "scenes_used": len(chosen),
         "frames": frames,
         "values": hist.n,
     }
-    result["scenes_skipped"] = skipped
+    result["scenes_without_depth"] = without_depth
+    result["sampled_scenes"] = chosen
     atomic_write_json(stats_path or out_root / STATS_FILE, result)
     write_histogram_plot(hist, result, plot_path or out_root / PLOT_FILE)
     return result
 
 
 def _stats_record(
-    hist: LogHistogram, coc_model: str, sample_fraction: float, n_sets: int
+    hist: LogHistogram, coc_model: str, sample_fraction: float, n_sets: int, focus_range: str
 ) -> dict[str, Any]:
     record: dict[str, Any] = {f"p{q}": hist.percentile(q) for q in PERCENTILES}
     record["max"] = hist.vmax
@@ -270,6 +274,7 @@ def _stats_record(
     record["coc_model"] = coc_model
     record["sample_fraction"] = sample_fraction
     record["n_sets"] = n_sets
+    record["focus_range"] = focus_range
     record["histogram"] = {
         "lo_m": hist.lo,
         "hi_m": hist.hi,

@@ -18,6 +18,7 @@ is read instead of the per-frame files when it is present and current: same valu
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from trainset.errors import InputError
-from trainset.focus.layout import SPLITS
+from trainset.focus.layout import METADATA_FILE, SPLIT_FILE, SPLITS, scene_ids
 from trainset.focus.pack import (
     PackedScene,
     frame_count,
@@ -40,8 +41,7 @@ from trainset.focus.pack import (
     open_packed,
     read_sets,
 )
-from trainset.loading.sampler import checked_rank
-from trainset.pipeline.runner import scene_ids
+from trainset.loading.sampler import SampleBatch, checked_rank
 from trainset.pipeline.seeds import derive_seed
 
 MODALITIES = ("frames", "focus", "depth", "bokeh")
@@ -49,6 +49,8 @@ ROI_MODES = ("full", "random")
 # Smallest side of a random ROI box, as a fraction of the frame side.
 ROI_MIN_FRACTION = 0.25
 PARAM_KEYS = ("f", "N", "S_focus", "max_coc")
+# Channels per frame of each modality.
+CHANNELS = {"frames": 3, "focus": 1, "depth": 1, "bokeh": 3}
 # uint8 images map to [0, 1] by division by 255.
 _U8_MAX = np.float32(255)
 
@@ -117,7 +119,7 @@ class FocusClipDataset(Dataset[dict[str, Any]]):
                 if not 0 <= s < len(scene.sets):
                     raise InputError(
                         f"scene {scene_id}: CoC set {s} does not exist",
-                        file=path / "metadata.json",
+                        file=path / METADATA_FILE,
                         expected=f"0..{len(scene.sets) - 1}",
                         found=s,
                     )
@@ -163,19 +165,62 @@ class FocusClipDataset(Dataset[dict[str, Any]]):
             self._packs[k] = open_packed(self.scenes[k].path)
         return self._packs[k]
 
-    def roi_box(self, index: int) -> np.ndarray:
-        """(4,) float32 ``[x0, y0, x1, y1]`` of clip ``index`` (fractions of W and H)."""
+    def roi_box(self, index: int, epoch: int | None = None) -> np.ndarray:
+        """(4,) float32 ``[x0, y0, x1, y1]`` of clip ``index`` in ``epoch`` (default
+        :attr:`epoch`), as fractions of W and H."""
         if self.roi == "full":
             return np.array([0.0, 0.0, 1.0, 1.0], dtype=np.float32)
         k, s, start = (int(v) for v in self.clips[index])
-        name = f"roi/{self.scenes[k].scene_id}/{s}/{start}/{self.epoch}"
+        e = self.epoch if epoch is None else int(epoch)
+        name = f"roi/{self.scenes[k].scene_id}/{s}/{start}/{e}"
         rng = np.random.default_rng(derive_seed(self.seed, name))
         w, h = rng.uniform(ROI_MIN_FRACTION, 1.0, size=2)
         x0 = rng.uniform(0.0, 1.0 - w)
         y0 = rng.uniform(0.0, 1.0 - h)
         return np.array([x0, y0, x0 + w, y0 + h], dtype=np.float32)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def clip_shapes(self, index: int) -> dict[str, tuple[int, int, int, int]]:
+        """(T, C, H, W) of every modality of clip ``index`` (one frame is read to learn H, W)."""
+        k, _, start = (int(v) for v in self.clips[index])
+        pack = self._pack(k)
+        h, w = (
+            pack.frames.shape[-2:]
+            if pack is not None
+            else load_frame(self.scenes[k].path, start).shape[-2:]
+        )
+        return {m: (self.clip_len, CHANNELS[m], int(h), int(w)) for m in self.modalities}
+
+    def read_into(
+        self, index: int, out: dict[str, np.ndarray], epoch: int | None = None
+    ) -> dict[str, Any]:
+        """Write clip ``index`` into ``out`` (modality -> (T, C, H, W) float32, e.g. rows of a
+        batch buffer) and return the rest of its item (roi, parameters, scene_id, set, start).
+
+        One conversion per modality, straight out of the pack's memory map when the scene is
+        packed. A clip whose size differs from ``out`` is refused, naming it.
+        """
+        arrays = self._arrays(index)
+        k, _, start = (int(v) for v in self.clips[index])
+        for m in self.modalities:
+            arr, dst = arrays[m], out[m]
+            if dst.shape[-2:] != arr.shape[-2:]:
+                raise InputError(
+                    f"scene {self.scenes[k].scene_id} frame {start}: clip size differs from "
+                    "the batch's (scenes of one batch must share H, W)",
+                    expected=dst.shape[-2:],
+                    found=arr.shape[-2:],
+                )
+            # One pass each, out of the memory map too (numpy's casting divide is ~5x torch's
+            # to() + div_() here, with the same float32 result).
+            if m in ("frames", "bokeh"):
+                np.divide(arr, _U8_MAX, out=dst, dtype=np.float32)
+            else:
+                _to_float32(arr, dst[:, 0])
+        return self._rest(index, epoch)
+
+    def _arrays(self, index: int) -> dict[str, np.ndarray]:
+        """Every modality of clip ``index`` as stored (uint8 images, float16 maps), checked to
+        share one (H, W)."""
         k, s, start = (int(v) for v in self.clips[index])
         scene = self.scenes[k]
         frames = range(start, start + self.clip_len)
@@ -185,29 +230,43 @@ class FocusClipDataset(Dataset[dict[str, Any]]):
             if pack is not None
             else {m: self._from_files(scene, m, s, frames) for m in self.modalities}
         )
-        item: dict[str, Any] = {}
-        shape: tuple[int, ...] | None = None
+        first = arrays[self.modalities[0]].shape[-2:]
         for m in self.modalities:
-            arr = arrays[m]
-            if shape is None:
-                shape = arr.shape[-2:]
-            elif arr.shape[-2:] != shape:
+            if arrays[m].shape[-2:] != first:
                 raise InputError(
                     f"scene {scene.scene_id} frame {start}: {m} size differs from {self.modalities[0]}",
-                    expected=shape,
-                    found=arr.shape[-2:],
+                    expected=first,
+                    found=arrays[m].shape[-2:],
                 )
-            # One pass each, out of the memory map too (numpy's casting divide is ~5x torch's
-            # to() + div_() here, with the same float32 result).
-            if m in ("frames", "bokeh"):
-                item[m] = torch.from_numpy(np.divide(arr, _U8_MAX, dtype=np.float32))
-            else:
-                item[m] = torch.from_numpy(arr.astype(np.float32)).unsqueeze(1)
-        item["roi"] = torch.from_numpy(self.roi_box(index))
+        return arrays
+
+    def _rest(self, index: int, epoch: int | None) -> dict[str, Any]:
+        """The item's entries besides the modalities."""
+        k, s, start = (int(v) for v in self.clips[index])
+        scene = self.scenes[k]
+        item: dict[str, Any] = {"roi": torch.from_numpy(self.roi_box(index, epoch))}
         for key in PARAM_KEYS:
             item[key] = torch.tensor(scene.sets[s][key], dtype=torch.float32)
         item.update(scene_id=scene.scene_id, set=s, start=start)
         return item
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._item(index, self.epoch)
+
+    def __getitems__(self, request: SampleBatch | Sequence[int]) -> list[dict[str, Any]]:
+        """Items of a batch; a :class:`trainset.loading.SampleBatch` brings its own epoch."""
+        if isinstance(request, SampleBatch):
+            return [self._item(int(i), request.epoch) for i in request.indices]
+        return [self._item(int(i), self.epoch) for i in request]
+
+    def _item(self, index: int, epoch: int) -> dict[str, Any]:
+        item: dict[str, Any] = {}
+        for m, arr in self._arrays(index).items():
+            if m in ("frames", "bokeh"):
+                item[m] = torch.from_numpy(np.divide(arr, _U8_MAX, dtype=np.float32))
+            else:
+                item[m] = torch.from_numpy(arr.astype(np.float32)).unsqueeze(1)
+        return {**item, **self._rest(index, epoch)}
 
     def _from_pack(self, pack: PackedScene, s: int, start: int) -> dict[str, np.ndarray]:
         sl = slice(start, start + self.clip_len)
@@ -242,9 +301,19 @@ class FocusClipDataset(Dataset[dict[str, Any]]):
         return np.stack(arrays)
 
 
+def _to_float32(src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[...] = src`` converted to float32 (exact from float16). torch's vectorised
+    float16 conversion is ~10x numpy's; a read-only source (which torch would warn about) goes
+    through numpy."""
+    if src.flags.writeable:
+        torch.from_numpy(dst).copy_(torch.from_numpy(src))
+    else:
+        np.copyto(dst, src)
+
+
 def _read_split(scene_dir: Path) -> str:
     """The scene's ``split.txt`` (train, val or test)."""
-    path = scene_dir / "split.txt"
+    path = scene_dir / SPLIT_FILE
     try:
         split = path.read_text(encoding="utf-8").strip()
     except OSError:
@@ -294,6 +363,12 @@ class ClipSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         """Run ``epoch`` next."""
         self.epoch = int(epoch)
+
+    def for_rank(self, rank: int, world_size: int) -> ClipSampler:
+        """The same sampler for rank ``rank`` of ``world_size``."""
+        other = copy.copy(self)
+        other.rank, other.world_size = checked_rank(rank, world_size)
+        return other
 
     def order(self, epoch: int) -> np.ndarray:
         """Clip indices of ``epoch`` (of this rank)."""

@@ -4,9 +4,11 @@ Output per scene: ``frames_sharp/frame_XXXX.png`` (RGB uint8); logs ``sharpness.
 (variance of the Laplacian per frame), ``sharpness_warnings.txt`` (frames far below their
 scene's median sharpness) and ``deblur_psnr.csv`` (PSNR of sharp vs raw per scene).
 
-Model backends see a scene as a video: frames go through the model in overlapping temporal
-batches (16 frames, stride 8, overlaps averaged); on CUDA out-of-memory the batch is halved
-and retried once, then the scene fails (the runner logs it and goes on).
+Video model backends see a scene as a video: frames go through the model in overlapping
+temporal batches (16 frames, stride 8, overlaps averaged); on CUDA out-of-memory the batch is
+halved and retried once, then the scene fails (the runner logs it and goes on). ``genfocus``
+(:mod:`trainset.focus.genfocus.backends`, registered on first use) is a per-image model: its
+batches are plain batches of frames, nothing is averaged.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 
 from trainset.errors import InputError, TrainsetError
 from trainset.focus.backend_registry import BackendRegistry
-from trainset.focus.scenes import scene_frames
+from trainset.focus.config import DEFAULT_SHARPNESS_RATIO
+from trainset.focus.layout import SHARP_DIR, scene_frames
 from trainset.pipeline.dataset_files import write_scene_log
 from trainset.store.atomic import atomic_write_png
 from trainset.store.codecs import encode_csv, read_png
@@ -28,15 +31,12 @@ from trainset.store.codecs import encode_csv, read_png
 if TYPE_CHECKING:
     import torch
 
-SHARP_DIR = "frames_sharp"
 SHARPNESS_LOG = "sharpness.csv"
 SHARPNESS_WARNINGS = "sharpness_warnings.txt"
 PSNR_LOG = "deblur_psnr.csv"
 # The plan's temporal batching: 16-frame batches with stride 8, overlapping predictions averaged.
 DEFAULT_BATCH = 16
 DEFAULT_STRIDE = 8
-# A frame whose sharpness is below this fraction of its scene's median is flagged.
-DEFAULT_SHARPNESS_RATIO = 0.25
 
 T = TypeVar("T")
 
@@ -178,8 +178,8 @@ class DeblurBackend(Protocol):
         """Everything that shapes the output (goes into the sentinel hash)."""
         ...
 
-    def sharpen(self, frames: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
-        """(H, W, 3) uint8 RGB frames in, the same number of (H, W, 3) uint8 frames out."""
+    def sharpen(self, frames: Sequence[np.ndarray], *, scene_id: str = "") -> Iterator[np.ndarray]:
+        """(H, W, 3) uint8 RGB frames of scene ``scene_id`` in, as many (H, W, 3) uint8 out."""
         ...
 
 
@@ -192,7 +192,7 @@ class Passthrough:
         """No parameters."""
         return {}
 
-    def sharpen(self, frames: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+    def sharpen(self, frames: Sequence[np.ndarray], *, scene_id: str = "") -> Iterator[np.ndarray]:
         """The frames unchanged."""
         yield from frames
 
@@ -232,7 +232,7 @@ class TorchVideoDeblur:
         """Batch size, stride and the backend's own parameters (device does not shape output)."""
         return {"batch_size": self.batch_size, "stride": self.stride, **self.extra_params}
 
-    def sharpen(self, frames: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+    def sharpen(self, frames: Sequence[np.ndarray], *, scene_id: str = "") -> Iterator[np.ndarray]:
         """Sharpened frames, uint8 RGB."""
         import torch
 
@@ -287,7 +287,9 @@ def make_unsharp(
 
 DeblurFactory = Callable[..., DeblurBackend]
 _REGISTRY: BackendRegistry[DeblurBackend] = BackendRegistry(
-    "deblur", {"passthrough": Passthrough, "unsharp": make_unsharp}
+    "deblur",
+    {"passthrough": Passthrough, "unsharp": make_unsharp},
+    lazy={"genfocus": "trainset.focus.genfocus.backends"},
 )
 
 
@@ -306,16 +308,22 @@ def make_deblur_backend(name: str, **options: Any) -> DeblurBackend:
     return _REGISTRY.make(name, **options)
 
 
+def deblur_backend_for(params: Mapping[str, Any]) -> DeblurBackend:
+    """The backend named by ``params['backend']`` with ``params['options']``, built once per
+    process (a model backend keeps its weights between scenes)."""
+    return _REGISTRY.shared(str(params["backend"]), **dict(params.get("options", {})))
+
+
 def run_deblur_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:
     """Stage function: sharp frames and sharpness/PSNR logs for one scene.
 
     ``params``: ``backend`` (name), ``options`` (backend options), ``sharpness_ratio``.
     """
-    backend = make_deblur_backend(str(params["backend"]), **dict(params.get("options", {})))
+    backend = deblur_backend_for(params)
     ratio = float(params.get("sharpness_ratio", DEFAULT_SHARPNESS_RATIO))
     raw_paths = scene_frames(out_root, scene_id)
     raw = [read_png(p, mode="RGB") for p in raw_paths]
-    sharp = list(backend.sharpen(raw))
+    sharp = list(backend.sharpen(raw, scene_id=scene_id))
     if len(sharp) != len(raw):
         raise SceneFailed(f"backend {backend.name} returned {len(sharp)} frames for {len(raw)}")
     out_dir = Path(out_root) / scene_id / SHARP_DIR

@@ -1,8 +1,9 @@
 """The focus demo: synthetic scenes with known depth through the whole pipeline.
 
-``run_focus_demo(out)`` writes synthetic raw scenes to ``{out}/raw`` and runs
+``run_focus_demo(out)`` writes synthetic raw scenes to ``{out}/raw``, runs
 `trainset focus run --max-coc from-stats` into ``{out}/dataset`` (index, deblur, depth,
-calibrate, render, validate); :func:`focus_demo_summary` says what came out and where to look.
+calibrate, render, validate) and writes the HTML report (`trainset focus report`);
+:func:`focus_demo_summary` says what came out and where to look, the report's path last.
 Re-running reuses what is current.
 """
 
@@ -30,6 +31,7 @@ class FocusDemoResult:
     out_root: Path
     stats: dict[str, Any]
     report: dict[str, Any]
+    html_report: Path
 
 
 def run_focus_demo(
@@ -42,26 +44,29 @@ def run_focus_demo(
 ) -> FocusDemoResult:
     """Generate ``n_scenes`` synthetic scenes of ``n_frames`` frames of ``size`` (H, W) px and run
     the full focus pipeline on them with ``max_coc`` taken from the calibration."""
-    from trainset.cli import build_parser
+    from trainset.focus.config import IndexConfig, RunConfig
+    from trainset.focus.report import build_focus_report
+    from trainset.focus.steps import run
     from trainset.focus.synthetic import generate_scenes
 
     raw, dataset = Path(out) / "raw", Path(out) / "dataset"
     generate_scenes(raw, n_scenes=n_scenes, n_frames=n_frames, size=size, seed=0)
-    argv = [
-        "focus", "run", "--raw-root", str(raw), "--out-root", str(dataset),
-        "--min-frames", str(n_frames), "--max-coc", "from-stats", "--workers", str(workers),
-    ]  # fmt: skip
-    args = build_parser().parse_args(argv)
-    code = args.func(args)
+    config = RunConfig(
+        raw, dataset, max_coc="from-stats", workers=workers, index=IndexConfig(min_frames=n_frames)
+    )
+    command = ["trainset", "demo", "--out", str(Path(out).parent)]
+    code = run(config, command=command)
     stats_path = dataset / "logs" / "coc_stats.json"
     report_path = dataset / "logs" / "validation_report.json"
     stats = read_json(stats_path) if stats_path.exists() else {}
     report = read_json(report_path) if report_path.exists() else {}
-    return FocusDemoResult(code, raw, dataset, stats, report)
+    html_report = build_focus_report(dataset).path
+    return FocusDemoResult(code, raw, dataset, stats, report, html_report)
 
 
 def focus_demo_summary(result: FocusDemoResult) -> str:
-    """A few lines: scenes, frames, max_coc in m and mm, validation result, where to look."""
+    """A few lines: scenes, frames, max_coc in m and mm, validation result, where to look; the
+    last line is the path of the HTML report."""
     report, stats, root = result.report, result.stats, result.out_root
     lines = ["focus demo (synthetic scenes with known depth -> full FocusMamba pipeline)"]
     if report:
@@ -87,6 +92,7 @@ def focus_demo_summary(result: FocusDemoResult) -> str:
         f"  dataset:    {root}",
         f"  renders:    {root}/scene_000/bokeh_renders/set_00/  (focus maps: focus_maps/set_00/)",
         f"  histogram:  {root}/logs/coc_histogram.png",
-        f"  report:     {root}/logs/validation_report.json",
+        f"  checks:     {root}/logs/validation_report.json",
+        f"  HTML report (open it in a browser): {result.html_report}",
     ]
     return "\n".join(lines)

@@ -1,10 +1,14 @@
 """Phase 3: metric depth per scene, written and checked the same way for every backend.
 
 Output per scene: ``depth_maps/depth_XXXX.npz`` (key ``depth``, float16, metres) and
-``depth_maps/stats.json`` (``d_min, d_max, d_median, d_p5, d_p95`` of the stored values).
-Before storing, NaN/Inf/non-positive pixels are replaced by the scene median of the valid
-pixels, and values outside the positive float16 range are clamped to it; both are counted in
-``logs/depth_nan_patches.csv``. The plan's checks go to ``logs/depth_sanity_warnings.txt``
+``depth_maps/stats.json`` (``d_min, d_max, d_median, d_p5, d_p95`` of the valid pixels, plus
+``valid_fraction``). A backend may yield masked arrays whose mask marks "no measurement" (the
+``provided`` backend masks sensor codes and values outside ``--depth-range``). Before storing,
+masked, NaN, Inf and non-positive pixels are replaced by the scene median of the valid pixels
+(the plan's NaN rule), and values outside the positive float16 range are clamped to it; all are
+counted in ``logs/depth_nan_patches.csv`` (masked ones in their own ``invalid`` column). A scene
+in which some frame has fewer than ``min_valid_fraction`` valid pixels fails: most of that
+frame's depth would be invented. The plan's checks go to ``logs/depth_sanity_warnings.txt``
 (median depth outside the expected range) and ``logs/depth_consistency_warnings.txt``
 (``mean|d[t+1] - d[t]| / mean(d[t]) > 0.15`` for some t).
 """
@@ -20,15 +24,18 @@ import numpy as np
 from PIL import Image
 
 from trainset.errors import InputError
-from trainset.focus.deblur import SHARP_DIR, frame_name
-from trainset.focus.depth_backends import DepthBackend, DepthScene, make_depth_backend
-from trainset.focus.scenes import scene_frames
+from trainset.focus.config import (
+    DEFAULT_CONSISTENCY_THRESHOLD,
+    DEFAULT_MEDIAN_RANGE_M,
+    DEFAULT_MIN_VALID_FRACTION,
+)
+from trainset.focus.deblur import frame_name
+from trainset.focus.depth_backends import DepthBackend, DepthScene, shared_depth_backend
+from trainset.focus.layout import DEPTH_DIR, SHARP_DIR, scene_frames
 from trainset.pipeline.dataset_files import write_scene_log
 from trainset.store.atomic import atomic_write_json, atomic_write_npz
 from trainset.store.codecs import encode_csv
-from trainset.store.hashing import params_hash
 
-DEPTH_DIR = "depth_maps"
 STATS_FILE = "stats.json"
 PATCH_LOG = "depth_nan_patches.csv"
 SANITY_LOG = "depth_sanity_warnings.txt"
@@ -37,13 +44,6 @@ CONSISTENCY_LOG = "depth_consistency_warnings.txt"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Smallest normal float16 (6.1e-5 m): smaller positive depths would round towards 0.
 FLOAT16_MIN_POSITIVE = float(np.finfo(np.float16).tiny)
-# The plan's sanity bounds on median depth: indoor 2-5 m, outdoor 5-50 m (scenes carry no
-# indoor/outdoor label, so the default accepts the union 2-50 m).
-DEFAULT_MEDIAN_RANGE_M = (2.0, 50.0)
-# The plan's temporal-consistency threshold on mean|d[t+1]-d[t]| / mean(d[t]).
-DEFAULT_CONSISTENCY_THRESHOLD = 0.15
-
-_BACKENDS: dict[str, DepthBackend] = {}
 
 
 def depth_name(t: int) -> str:
@@ -51,27 +51,39 @@ def depth_name(t: int) -> str:
     return f"depth_{t:04d}.npz"
 
 
-def patch_invalid(depth: np.ndarray, fill_m: float) -> tuple[np.ndarray, dict[str, int]]:
-    """Replace NaN, Inf and non-positive pixels by ``fill_m``; clamp to the positive float16 range.
+def patch_invalid(
+    depth: np.ndarray, fill_m: float, invalid: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Replace masked, NaN, Inf and non-positive pixels by ``fill_m``; clamp to the positive
+    float16 range.
 
-    ``depth``: (H, W) metres. Returns float32 (H, W) and counts ``nan``, ``inf``,
-    ``nonpositive`` (finite <= 0) and ``clamped``.
+    ``depth``: (H, W) metres; ``invalid``: (H, W) mask of "no measurement" (sensor codes, out of
+    range). Returns float32 (H, W) and counts ``invalid`` (masked), ``nan``, ``inf``,
+    ``nonpositive`` (finite <= 0) and ``clamped``, each pixel counted once (in that order).
     """
     arr = np.asarray(depth, dtype=np.float32)
-    nan = np.isnan(arr)
-    inf = np.isinf(arr)
-    nonpositive = np.isfinite(arr) & (arr <= 0)
-    out = np.where(nan | inf | nonpositive, np.float32(fill_m), arr)
+    masked = np.zeros(arr.shape, dtype=bool) if invalid is None else np.asarray(invalid, bool)
+    nan = np.isnan(arr) & ~masked
+    inf = np.isinf(arr) & ~masked
+    nonpositive = np.isfinite(arr) & (arr <= 0) & ~masked
+    out = np.where(masked | nan | inf | nonpositive, np.float32(fill_m), arr)
     high = out > FLOAT16_MAX
     low = out < FLOAT16_MIN_POSITIVE
     out = np.clip(out, FLOAT16_MIN_POSITIVE, FLOAT16_MAX).astype(np.float32)
     counts = {
+        "invalid": int(masked.sum()),
         "nan": int(nan.sum()),
         "inf": int(inf.sum()),
         "nonpositive": int(nonpositive.sum()),
         "clamped": int(high.sum() + low.sum()),
     }
     return out, counts
+
+
+def valid_mask(depth: np.ndarray, invalid: np.ndarray | None = None) -> np.ndarray:
+    """Pixels that hold a measurement: not masked, finite and positive."""
+    ok = np.isfinite(depth) & (depth > 0)
+    return ok if invalid is None else ok & ~invalid
 
 
 def depth_stats(maps: Iterable[np.ndarray]) -> dict[str, float]:
@@ -98,12 +110,7 @@ def temporal_change(maps: list[np.ndarray]) -> list[float]:
 
 def depth_backend_for(params: Mapping[str, Any]) -> DepthBackend:
     """The backend named by ``params['backend']`` with ``params['options']`` (one per process)."""
-    name = str(params["backend"])
-    options = dict(params.get("options", {}))
-    key = params_hash({"backend": name, "options": options})
-    if key not in _BACKENDS:
-        _BACKENDS[key] = make_depth_backend(name, **options)
-    return _BACKENDS[key]
+    return shared_depth_backend(str(params["backend"]), **dict(params.get("options", {})))
 
 
 def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:
@@ -122,12 +129,13 @@ def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) ->
     backend = depth_backend_for(params)
 
     maps: list[np.ndarray] = []
+    masks: list[np.ndarray | None] = []
     for t, depth in enumerate(backend.predict(scene)):
-        arr = np.asarray(depth)
         if t >= n_frames:
             raise InputError(
                 f"depth backend '{backend.name}' gave too many maps", expected=n_frames, found=t + 1
             )
+        arr = np.ma.getdata(depth)
         if arr.shape != (height, width):
             raise InputError(
                 f"depth backend '{backend.name}' map {t} has the wrong shape",
@@ -135,7 +143,15 @@ def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) ->
                 expected=(height, width),
                 found=arr.shape,
             )
+        if arr.dtype.kind not in "uif":
+            raise InputError(
+                f"depth backend '{backend.name}' map {t} is not real-valued",
+                file=frame_paths[t],
+                expected="float or integer metres",
+                found=arr.dtype,
+            )
         maps.append(arr.astype(np.float32, copy=False))
+        masks.append(np.ma.getmaskarray(depth) if np.ma.isMaskedArray(depth) else None)
     if len(maps) != n_frames:
         raise InputError(
             f"depth backend '{backend.name}' gave the wrong number of maps",
@@ -143,27 +159,35 @@ def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) ->
             found=len(maps),
         )
 
-    valid = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in maps])
-    if valid.size == 0:
+    min_valid = float(params.get("min_valid_fraction", DEFAULT_MIN_VALID_FRACTION))
+    valid = [valid_mask(m, mask) for m, mask in zip(maps, masks)]
+    fractions = [float(v.mean()) for v in valid]
+    worst = int(np.argmin(fractions))
+    if fractions[worst] < min_valid:
         raise InputError(
-            "no valid depth pixel in the scene", key=scene_id, expected="finite > 0", found="none"
+            f"scene {scene_id}: too few valid depth pixels in frame {worst} (sensor codes, "
+            "out of range, NaN, <= 0); its depth would be mostly filled in",
+            file=frame_paths[worst],
+            key="min_valid_fraction",
+            expected=f">= {min_valid:g} of the pixels valid",
+            found=f"{fractions[worst]:.3f}",
         )
-    fill = float(np.median(valid))
-    del valid
+    fill = float(np.median(np.concatenate([m[v] for m, v in zip(maps, valid)])))
 
     out_dir = root / scene_id / DEPTH_DIR
     stored: list[np.ndarray] = []
     patch_rows: list[list[Any]] = []
-    totals = {"patched_pixels": 0, "clamped_pixels": 0}
-    for t, depth in enumerate(maps):
-        patched, counts = patch_invalid(depth, fill)
+    totals = {"patched_pixels": 0, "invalid_pixels": 0, "clamped_pixels": 0}
+    for t, (depth, mask) in enumerate(zip(maps, masks)):
+        patched, counts = patch_invalid(depth, fill, mask)
         half = patched.astype(np.float16)
         atomic_write_npz(out_dir / depth_name(t), {"depth": half})
         stored.append(half)
         n_patched = counts["nan"] + counts["inf"] + counts["nonpositive"]
         totals["patched_pixels"] += n_patched
+        totals["invalid_pixels"] += counts["invalid"]
         totals["clamped_pixels"] += counts["clamped"]
-        if n_patched or counts["clamped"]:
+        if n_patched or counts["clamped"] or counts["invalid"]:
             patch_rows.append(
                 [
                     scene_id,
@@ -173,6 +197,7 @@ def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) ->
                     counts["nonpositive"],
                     counts["clamped"],
                     f"{fill:.6g}",
+                    counts["invalid"],
                 ]
             )
     keep = {depth_name(t) for t in range(n_frames)}
@@ -180,7 +205,8 @@ def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) ->
         if stale.name not in keep:
             stale.unlink()
 
-    stats = depth_stats(stored)
+    stats: dict[str, float] = depth_stats(half[ok] for half, ok in zip(stored, valid))
+    stats["valid_fraction"] = float(sum(int(v.sum()) for v in valid) / sum(v.size for v in valid))
     atomic_write_json(out_dir / STATS_FILE, stats)
 
     low, high = (float(v) for v in params.get("median_range_m", DEFAULT_MEDIAN_RANGE_M))
@@ -206,7 +232,8 @@ def run_depth_scene(out_root: Path, scene_id: str, params: Mapping[str, Any]) ->
         PATCH_LOG,
         scene_id,
         encode_csv(
-            ["scene_id", "frame", "nan", "inf", "nonpositive", "clamped", "fill_m"], patch_rows
+            ["scene_id", "frame", "nan", "inf", "nonpositive", "clamped", "fill_m", "invalid"],
+            patch_rows,
         ),
     )
     write_scene_log(root, SANITY_LOG, scene_id, sanity)

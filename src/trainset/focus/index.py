@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import random
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -20,24 +21,22 @@ from pathlib import Path
 from PIL import Image
 
 from trainset.errors import InputError
-from trainset.focus.deblur import SHARP_DIR
+from trainset.focus.config import DEFAULT_MIN_FRAMES, DEFAULT_SPLIT_SEED
+from trainset.focus.layout import SCENE_INDEX, SHARP_DIR, SPLIT_FILE
 from trainset.pipeline.dataset_files import (
     LOGS_DIR,
+    check_out_root,
     out_root_lock,
     record_config,
     safe_text,
+    unsafe_reason,
     write_text_if_changed,
 )
-from trainset.pipeline.runner import SCENE_INDEX, pool_start_method
+from trainset.pipeline.runner import pool_start_method
 from trainset.store.sentinels import sentinel_path
 
 # The plan's accepted frame extensions (compared lower-cased).
 VALID_EXTS = {".jpg", ".jpeg", ".png"}
-# The plan's default minimum number of frames per scene.
-DEFAULT_MIN_FRAMES = 16
-# The plan's split seed.
-DEFAULT_SPLIT_SEED = 42
-SPLIT_FILE = "split.txt"
 REJECTED_LOG = "rejected_scenes.json"
 IGNORED_LOG = "ignored_files.json"
 # Sub-folders of a scene that hold known extra data rather than frames.
@@ -61,30 +60,14 @@ def assign_splits(scene_ids: Iterable[str], seed: int = DEFAULT_SPLIT_SEED) -> d
     return splits
 
 
-def unsafe_reason(scene_id: str) -> str | None:
-    """Why ``scene_id`` cannot be used as a folder name in the output, or None when it can."""
-    if not scene_id:
-        return "empty scene id"
-    if "/" in scene_id or "\\" in scene_id:
-        return "scene id holds a path separator"
-    if ".." in scene_id:
-        return "scene id holds '..'"
-    if scene_id.startswith("."):
-        return "scene id starts with a dot"
-    if any(ord(c) < 32 or ord(c) == 127 for c in scene_id):
-        return "scene id holds a control character"
-    try:
-        scene_id.encode("utf-8")
-    except UnicodeEncodeError:
-        return "scene id is not valid UTF-8"
-    return None
-
-
 def scan_scene(scene_dir: Path) -> tuple[list[Path], list[str]]:
-    """Frames of a scene (sorted by name) and the names of other files there (ignored)."""
+    """Frames of a scene (sorted by name) and the names of other files there (ignored; hidden
+    files are skipped without a mention)."""
     frames: list[Path] = []
     ignored: list[str] = []
     for entry in sorted(scene_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue  # hidden: temp files, records such as .extract.json, .DS_Store
         if entry.is_file() and entry.suffix.lower() in VALID_EXTS:
             frames.append(entry)
         elif not (entry.is_dir() and entry.name in KNOWN_SUBDIRS):
@@ -180,7 +163,9 @@ def build_index(
     """
     raw = Path(raw_root)
     if not raw.is_dir():
-        raise InputError("raw root is not a folder", file=raw, expected="a folder", found="nothing")
+        found = "a file" if raw.exists() else "nothing"
+        raise InputError("raw root is not a folder", file=raw, expected="a folder", found=found)
+    check_out_root(out_root)
     if min_frames < 1:
         raise InputError(
             "minimum frame count must be positive",
@@ -217,7 +202,8 @@ def build_index(
     splits = assign_splits(accepted, seed)
     for sid in sorted(accepted):
         result.scenes[sid] = {
-            "frames": [str(f.resolve()) for f in accepted[sid]],
+            # Absolute, not resolved: a symlinked frame keeps its scene (its depth/ folder).
+            "frames": [os.path.abspath(f) for f in accepted[sid]],
             "split": splits[sid],
         }
     _write_index(Path(out_root), result)

@@ -20,6 +20,7 @@ import numpy as np
 from trainset.errors import InputError
 from trainset.focus.calibration import check_max_coc
 from trainset.focus.layout import (
+    FOCUS_DIR,
     depth_frame_count,
     depth_path,
     focus_path,
@@ -28,8 +29,10 @@ from trainset.focus.layout import (
     set_dir,
 )
 from trainset.focus.optics import (
+    DEFAULT_FOCUS_RANGE,
     DEFAULT_N_SETS,
     check_coc_model,
+    check_focus_range,
     compute_focus_map,
     scene_coc_params,
     scene_seed,
@@ -43,11 +46,21 @@ LABELS_VERSION = 1
 FOCUS_MEAN_RANGE = (0.2, 0.8)
 WARNINGS_LOG = "focus_map_warnings.txt"
 # metadata.json keys owned by the render stage (kept when labels re-run with the same sets).
-RENDER_KEYS = ("renderer", "renderer_version", "renderer_options", "sensor_width_m")
+RENDER_KEYS = (
+    "renderer",
+    "renderer_version",
+    "renderer_params",
+    "renderer_sets",
+    "sensor_width_m",
+)
 
 
 def labels_params(
-    max_coc: float, *, n_sets: int = DEFAULT_N_SETS, coc_model: str = "plan"
+    max_coc: float,
+    *,
+    n_sets: int = DEFAULT_N_SETS,
+    coc_model: str = "plan",
+    focus_range: str = DEFAULT_FOCUS_RANGE,
 ) -> dict[str, Any]:
     """Checked parameters of the labels stage (all of them shape the output)."""
     if n_sets < 1:
@@ -58,13 +71,19 @@ def labels_params(
         "max_coc": check_max_coc(max_coc),
         "n_sets": int(n_sets),
         "coc_model": check_coc_model(coc_model),
+        "focus_range": check_focus_range(focus_range),
     }
 
 
 def scene_sets(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> list[dict[str, float]]:
     """The scene's ``{f, N, S_focus, max_coc}`` sets for stage ``params``."""
     stats = read_depth_stats(out_root, scene_id)
-    sets = scene_coc_params(scene_id, stats, int(params["n_sets"]))
+    sets = scene_coc_params(
+        scene_id,
+        stats,
+        int(params["n_sets"]),
+        focus_range=str(params.get("focus_range", DEFAULT_FOCUS_RANGE)),
+    )
     return [{**p, "max_coc": float(params["max_coc"])} for p in sets]
 
 
@@ -80,6 +99,7 @@ def base_metadata(
         "max_coc_mm": max_coc * 1e3,
         "coc_units": "m (CoC diameter on the sensor)",
         "coc_model": params["coc_model"],
+        "focus_range": params.get("focus_range", DEFAULT_FOCUS_RANGE),
         "n_frames": n_frames,
         "seed": scene_seed(scene_id),
         "seed_source": "sha256(scene_id)[:8] mod 2**32",
@@ -102,6 +122,7 @@ def write_metadata(
             isinstance(old, dict)
             and old.get("sets") == new["sets"]
             and old.get("coc_model") == new["coc_model"]
+            and old.get("focus_range") == new["focus_range"]
         ):
             new.update({k: old[k] for k in RENDER_KEYS if k in old})
     atomic_write_json(path, new)
@@ -134,6 +155,7 @@ def run_labels(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict
         float(params["max_coc"]),
         n_sets=int(params.get("n_sets", DEFAULT_N_SETS)),
         coc_model=str(params.get("coc_model", "plan")),
+        focus_range=str(params.get("focus_range", DEFAULT_FOCUS_RANGE)),
     )
     sets = scene_sets(out_root, scene_id, checked)
     n_frames = depth_frame_count(out_root, scene_id)
@@ -156,8 +178,8 @@ def run_labels(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict
                     f"{scene_id} set_{set_idx:02d} frame {t:04d}: focus_map.mean()={mean:.3f}"
                 )
     for set_idx in range(len(sets)):
-        set_dir(out_root, scene_id, "focus_maps", set_idx).mkdir(parents=True, exist_ok=True)
-    remove_extra_outputs(out_root / scene_id / "focus_maps", len(sets), n_frames, "focus", ".npz")
+        set_dir(out_root, scene_id, FOCUS_DIR, set_idx).mkdir(parents=True, exist_ok=True)
+    remove_extra_outputs(out_root / scene_id / FOCUS_DIR, len(sets), n_frames, "focus", ".npz")
     write_metadata(
         out_root, scene_id, base_metadata(scene_id, sets, checked, n_frames), keep_render=True
     )

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta as beta_dist
 
 from trainset.errors import InputError
 from trainset.pipeline.seeds import name_seed
@@ -32,6 +31,13 @@ DEFAULT_SENSOR_WIDTH_M = 0.036
 DEFAULT_N_SETS = 4
 # Depth floor in metres before dividing (plan: np.maximum(depth, 1e-6)).
 DEPTH_FLOOR_M = 1e-6
+# Where S_focus is drawn (--focus-range): the plan's d_min..d_max (default), or d_p5..d_p95 of
+# depth_maps/stats.json, which a few stray far or near pixels cannot drag behind a wall.
+FOCUS_RANGES: dict[str, tuple[str, str]] = {
+    "minmax": ("d_min", "d_max"),
+    "p5-p95": ("d_p5", "d_p95"),
+}
+DEFAULT_FOCUS_RANGE = "minmax"
 
 
 def check_coc_model(coc_model: str) -> str:
@@ -41,6 +47,18 @@ def check_coc_model(coc_model: str) -> str:
             "unknown CoC model", key="coc_model", expected=" or ".join(COC_MODELS), found=coc_model
         )
     return coc_model
+
+
+def check_focus_range(focus_range: str) -> str:
+    """Return ``focus_range`` if it is one of :data:`FOCUS_RANGES`, else raise InputError."""
+    if focus_range not in FOCUS_RANGES:
+        raise InputError(
+            "unknown focus range",
+            key="focus_range",
+            expected=" or ".join(FOCUS_RANGES),
+            found=focus_range,
+        )
+    return focus_range
 
 
 def _coc_scale(f: float, N: float, S_focus: float, coc_model: str) -> float:
@@ -102,6 +120,8 @@ def sample_coc_params(
     f ~ U(24 mm, 85 mm); N log-uniform in [1.4, 8]; S_focus = d_min + u (d_max - d_min) with
     u ~ Beta(2, 2) drawn through scipy from a seed taken from the generator, as in the plan.
     """
+    from scipy.stats import beta as beta_dist  # here: scipy.stats costs ~1 s to import
+
     rng = np.random.default_rng(seed)
     d_min, d_max = depth_stats["d_min"], depth_stats["d_max"]
     params = []
@@ -116,13 +136,20 @@ def sample_coc_params(
 
 
 def scene_coc_params(
-    scene_id: str, depth_stats: Mapping[str, Any], n_sets: int = DEFAULT_N_SETS
+    scene_id: str,
+    depth_stats: Mapping[str, Any],
+    n_sets: int = DEFAULT_N_SETS,
+    *,
+    focus_range: str = DEFAULT_FOCUS_RANGE,
 ) -> list[dict[str, float]]:
-    """The parameter sets of one scene: :func:`sample_coc_params` seeded by :func:`scene_seed`.
+    """The parameter sets of one scene: :func:`sample_coc_params` seeded by :func:`scene_seed`,
+    with ``S_focus`` drawn in the ``focus_range`` of the scene's depth statistics
+    (:data:`FOCUS_RANGES`: ``minmax`` is the plan's ``d_min..d_max``).
 
     Calibration and the render stage both call this, so they use the same sets.
     """
-    for key in ("d_min", "d_max"):
+    low_key, high_key = FOCUS_RANGES[check_focus_range(focus_range)]
+    for key in (low_key, high_key):
         value = depth_stats.get(key)
         if not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
             raise InputError(
@@ -132,7 +159,8 @@ def scene_coc_params(
                 expected="positive metres",
                 found=value,
             )
-    return sample_coc_params(depth_stats, N_sets=n_sets, seed=scene_seed(scene_id))
+    bounds = {"d_min": float(depth_stats[low_key]), "d_max": float(depth_stats[high_key])}
+    return sample_coc_params(bounds, N_sets=n_sets, seed=scene_seed(scene_id))
 
 
 def coc_px(
@@ -140,6 +168,20 @@ def coc_px(
 ) -> np.ndarray | float:
     """CoC in pixels from CoC in sensor metres: ``c_px = c_m * width_px / sensor_width_m``."""
     return coc_m * (width_px / sensor_width_m)
+
+
+def coc_px_per_disparity(
+    f: float,
+    N: float,
+    S_focus: float,
+    width_px: int,
+    *,
+    sensor_width_m: float = DEFAULT_SENSOR_WIDTH_M,
+    coc_model: str = "plan",
+) -> float:
+    """``K_diam``: CoC diameter in pixels per unit of ``|1/S_focus - 1/d|`` (1/m), so that
+    ``|signed_coc_px| = K_diam * |1/S_focus - 1/d|``."""
+    return _coc_scale(f, N, S_focus, coc_model) * S_focus * width_px / sensor_width_m
 
 
 def signed_coc_px(
@@ -158,5 +200,7 @@ def signed_coc_px(
     layers of the renderer. Value: ``S * scale * (1/S - 1/d) * width_px / sensor_width_m``.
     """
     depth_safe = np.maximum(depth_m.astype(np.float32), DEPTH_FLOOR_M)
-    k_px = _coc_scale(f, N, S_focus, coc_model) * S_focus * width_px / sensor_width_m
+    k_px = coc_px_per_disparity(
+        f, N, S_focus, width_px, sensor_width_m=sensor_width_m, coc_model=coc_model
+    )
     return (k_px * (1.0 / S_focus - 1.0 / depth_safe.astype(np.float64))).astype(np.float32)

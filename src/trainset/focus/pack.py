@@ -29,14 +29,20 @@ import numpy as np
 
 from trainset.errors import InputError
 from trainset.focus.layout import (
+    BOKEH_DIR,
+    DEPTH_DIR,
+    FOCUS_DIR,
+    METADATA_FILE,
+    SHARP_DIR,
     bokeh_path,
     depth_path,
     focus_path,
     frame_path,
     metadata_path,
+    scene_ids,
     sharp_frame_count,
 )
-from trainset.pipeline.runner import scene_ids
+from trainset.pipeline.dataset_files import scene_lock
 from trainset.store import (
     NPY_ALIGN,
     atomic_path,
@@ -44,6 +50,7 @@ from trainset.store import (
     read_json,
     read_npz_array,
     read_png,
+    remove_stale_temps,
     sha256_file,
 )
 from trainset.store.codecs import npy_header_bytes
@@ -53,7 +60,7 @@ PACK_FILE = "pack.json"
 PACK_FORMAT = "trainset.focus.packed"
 PACK_VERSION = 1
 # Stage folders whose sentinels (with metadata.json) say whether the sources changed.
-SOURCE_DIRS = ("frames_sharp", "depth_maps", "focus_maps", "bokeh_renders")
+SOURCE_DIRS = (SHARP_DIR, DEPTH_DIR, FOCUS_DIR, BOKEH_DIR)
 MODALITIES = ("frames", "depth", "focus", "bokeh")
 
 
@@ -135,7 +142,7 @@ def _map(path: Path, key: str, scene_id: str, what: str, t: int) -> np.ndarray:
 def source_fingerprint(scene_dir: Path) -> str:
     """sha256 over ``metadata.json``, the stage sentinels and the frame count of a scene."""
     h = hashlib.sha256()
-    for rel in ["metadata.json", *(f"{d}/.done" for d in SOURCE_DIRS)]:
+    for rel in [METADATA_FILE, *(f"{d}/.done" for d in SOURCE_DIRS)]:
         p = scene_dir / rel
         h.update(rel.encode())
         h.update(p.read_bytes() if p.is_file() else b"<absent>")
@@ -178,8 +185,15 @@ def pack_scene(out_root: str | os.PathLike[str], scene_id: str) -> dict[str, Any
     scene_dir = root / scene_id
     if not scene_dir.is_dir():
         raise InputError(f"scene {scene_id} not found", file=scene_dir)
+    with scene_lock(root, scene_id):
+        return _pack_locked(root, scene_id)
+
+
+def _pack_locked(root: Path, scene_id: str) -> dict[str, Any]:
+    scene_dir = root / scene_id
     out = scene_dir / PACK_DIR
     out.mkdir(exist_ok=True)
+    remove_stale_temps(out)  # what a killed pack left (a live writer's temps are kept)
     (out / PACK_FILE).unlink(missing_ok=True)
     fingerprint = source_fingerprint(scene_dir)
     n = frame_count(scene_dir)
@@ -270,28 +284,42 @@ def _per_frame(
         yield arr
 
 
+@dataclass
+class PackResult:
+    """What `pack` did: scenes packed, already current, and failed (scene -> reason)."""
+
+    packed: list[str]
+    current: list[str]
+    failed: dict[str, str]
+
+
 def pack_dataset(
     out_root: str | os.PathLike[str],
     *,
     scenes: Iterable[str] | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, int]:
-    """Pack every scene of ``scene_index.json`` (or ``scenes``) whose pack is missing or stale;
-    returns counts.
+) -> PackResult:
+    """Pack every scene of ``scene_index.json`` (or ``scenes``) whose pack is missing or stale.
 
-    ``force`` re-packs current scenes too. ``progress`` is called with each scene id.
+    ``force`` re-packs current scenes too. ``progress`` is called with each scene id. A scene
+    whose files cannot be read (a truncated PNG, a corrupt NPZ, an image too large to decode)
+    fails alone, with the reason; the others are packed.
     """
-    counts = {"packed": 0, "current": 0}
+    result = PackResult([], [], {})
     for scene_id in scenes if scenes is not None else scene_ids(Path(out_root)):
         if progress is not None:
             progress(scene_id)
         if not force and open_packed(Path(out_root) / scene_id) is not None:
-            counts["current"] += 1
+            result.current.append(scene_id)
             continue
-        pack_scene(out_root, scene_id)
-        counts["packed"] += 1
-    return counts
+        try:
+            pack_scene(out_root, scene_id)
+        except (InputError, OSError) as exc:
+            result.failed[scene_id] = str(exc)
+            continue
+        result.packed.append(scene_id)
+    return result
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -339,7 +367,9 @@ def open_packed(scene_dir: Path) -> PackedScene | None:
             continue
         path = scene_dir / PACK_DIR / str(entry["file"])
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            # Copy-on-write: shared with the page cache like "r" (nothing here writes), but
+            # writable, so torch can convert straight out of the map (clips.read_into).
+            arr = np.load(path, mmap_mode="c", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(
                 f"scene {scene_dir.name}: packed {name} unreadable: {exc}", file=path

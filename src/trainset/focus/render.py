@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -263,7 +263,7 @@ class LayerPlan:
 class LayeredRenderer:
     """Defocus renderer ``layered``: ``render(image_uint8 (H,W,3), coc_px_signed (H,W))``.
 
-    Options (all recorded by :meth:`options`): ``layer_step_px``, ``max_layers``, ``hidden``
+    Options (all recorded by :meth:`params`): ``layer_step_px``, ``max_layers``, ``hidden``
     (``extend``, or ``none``: version 1's behaviour), ``highlight_gain`` and
     ``highlight_threshold`` (:class:`HighlightCurve`; gain 1 = off). Options may be given as
     strings (``--renderer-option KEY=VALUE``).
@@ -302,11 +302,13 @@ class LayeredRenderer:
         self.max_layers = max_layers
         self.hidden = hidden
         self.highlights = HighlightCurve(float(highlight_gain), float(highlight_threshold))
-        self._decode = _srgb_decode_table(self.device)
+        # Made on first use: building a renderer (e.g. to resolve its options) touches no GPU.
+        self._decode: torch.Tensor | None = None
 
-    def options(self) -> dict[str, object]:
-        """Every option that shapes the output, JSON-ready."""
+    def params(self) -> dict[str, Any]:
+        """Every option that shapes the output, resolved, JSON-ready."""
         return {
+            "renderer": self.name,
             "layer_step_px": self.layer_step_px,
             "max_layers": self.max_layers,
             "hidden": self.hidden,
@@ -333,6 +335,8 @@ class LayeredRenderer:
             )
         if not np.all(np.isfinite(coc_px_signed)):
             raise InputError("CoC map has NaN or Inf", expected="finite pixels", found="non-finite")
+        if self._decode is None:
+            self._decode = _srgb_decode_table(self.device)
         codes = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device)
         linear = self.highlights.expand_rgb(self._decode[codes.long()].permute(2, 0, 1))
         radius = (
@@ -398,29 +402,44 @@ class LayeredRenderer:
 
 class DefocusRenderer(Protocol):
     """What the renders stage needs from a renderer: a ``name``, a ``version`` (bumped when
-    its output changes), the ``options`` that shape its output (JSON-ready) and ``render``:
-    image (H, W, 3) uint8 sRGB + signed CoC diameter (H, W) px -> (H, W, 3) uint8."""
+    its output changes), ``params()`` (every option that shapes its output, resolved, JSON)
+    and ``render``: image (H, W, 3) uint8 sRGB + signed CoC diameter (H, W) px -> (H, W, 3)
+    uint8."""
 
     name: str
     version: int
 
-    def options(self) -> dict[str, object]: ...
+    def params(self) -> dict[str, Any]: ...
 
     def render(self, image: np.ndarray, coc_px_signed: np.ndarray) -> np.ndarray: ...
 
 
-def renderer_record(renderer: DefocusRenderer) -> dict[str, object]:
-    """How a data set was rendered, for ``metadata.json`` and the stage parameters:
-    ``renderer`` (name), ``renderer_version`` and ``renderer_options``."""
+def renderer_record(renderer: DefocusRenderer) -> dict[str, Any]:
+    """How frames were rendered, for ``metadata.json`` and the stage parameters: ``renderer``
+    (name), ``renderer_version`` and ``renderer_params``."""
     return {
         "renderer": renderer.name,
         "renderer_version": renderer.version,
-        "renderer_options": renderer.options(),
+        "renderer_params": renderer.params(),
     }
 
 
+def _genfocus(**options: object) -> DefocusRenderer:
+    """``genfocus`` (GenFocus BokehNet, optional extra), imported only when asked for."""
+    try:
+        from trainset.focus.genfocus.backends import GenFocusRenderer
+    except ImportError as exc:
+        raise InputError(
+            f"renderer 'genfocus' cannot be imported: {exc}",
+            key="--renderer",
+            expected="the genfocus extra: pip install 'trainset[genfocus]'",
+            found=str(exc),
+        ) from exc
+    return GenFocusRenderer(**options)
+
+
 _RENDERERS: BackendRegistry[DefocusRenderer] = BackendRegistry(
-    "renderer", {"layered": LayeredRenderer}, flag="--renderer"
+    "renderer", {"layered": LayeredRenderer, "genfocus": _genfocus}, flag="--renderer"
 )
 
 
@@ -431,5 +450,6 @@ def renderer_names() -> list[str]:
 
 def make_renderer(name: str, **options: object) -> DefocusRenderer:
     """The renderer called ``name`` with its options (values may be strings, as
-    ``--renderer-option KEY=VALUE`` gives them); InputError for an unknown name or option."""
+    ``--renderer-option KEY=VALUE`` gives them); InputError for an unknown name or option,
+    with an install hint when ``genfocus`` cannot be imported."""
     return _RENDERERS.make(name, **options)

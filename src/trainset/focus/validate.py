@@ -30,30 +30,47 @@ import numpy as np
 from PIL import Image
 
 from trainset.errors import InputError
-from trainset.focus.layout import SPLITS, metadata_path, read_scene_index
+from trainset.focus.layout import (
+    BOKEH_DIR,
+    DEPTH_DIR,
+    FOCUS_DIR,
+    SHARP_DIR,
+    SPLIT_FILE,
+    SPLITS,
+    metadata_path,
+    read_scene_index,
+    set_dir,
+)
 from trainset.focus.optics import DEFAULT_N_SETS
 from trainset.focus.pack import PACK_DIR, PACK_FILE, check_packed_scene, pack_dataset
+from trainset.focus.stages import FOCUS_STAGES
 from trainset.pipeline.dataset_files import read_config
+from trainset.pipeline.stage import Stage
 from trainset.store import atomic_write_json, atomic_write_text, read_json, read_npz_array
 from trainset.store.sentinels import read_sentinel, sentinel_path
 
-# Pipeline order of the per-scene work ('index' is the dataset step that writes split.txt).
-STAGE_ORDER = ("index", "deblur", "depth", "labels", "renders", "pack")
-# Stages whose output is computed from a stage's output (they must re-run after it).
-DOWNSTREAM: dict[str, tuple[str, ...]] = {
-    "index": (),
-    "deblur": ("depth", "labels", "renders"),
-    "depth": ("labels", "renders"),
-    "labels": (),
-    "renders": (),
-    "pack": (),
-}
-STAGE_DIRS = {
-    "deblur": "frames_sharp",
-    "depth": "depth_maps",
-    "labels": "focus_maps",
-    "renders": "bokeh_renders",
-}
+
+def _downstream(stages: tuple[Stage, ...]) -> dict[str, tuple[str, ...]]:
+    """Stage name -> the stages computed from its output, directly or further down."""
+    found: dict[str, set[str]] = {s.name: set() for s in stages}
+    changed = True
+    while changed:
+        changed = False
+        for stage in stages:
+            for name in stage.requires:
+                new = {stage.name} | found[stage.name]
+                if not new <= found[name]:
+                    found[name] |= new
+                    changed = True
+    return {name: tuple(s.name for s in stages if s.name in below) for name, below in found.items()}
+
+
+# Derived from the declared stages (trainset.focus.stages): pipeline order of the per-scene work
+# ('index' writes split.txt; 'pack' copies the stages' files), the stages each one invalidates,
+# and each stage's folder.
+STAGE_ORDER = ("index", *(s.name for s in FOCUS_STAGES), "pack")
+DOWNSTREAM: dict[str, tuple[str, ...]] = {"index": (), **_downstream(FOCUS_STAGES), "pack": ()}
+STAGE_DIRS = {s.name: s.sentinel_dir for s in FOCUS_STAGES}
 REPORT_FILE = Path("logs") / "validation_report.json"
 
 
@@ -117,7 +134,7 @@ def _count_check(
 
 def _check_frames(scene: SceneCheck, root: Path, n_frames: int) -> tuple[int, int] | None:
     paths = _count_check(
-        scene, root / "frames_sharp", "frame", ".png", n_frames, "sharp frame", "deblur"
+        scene, root / SHARP_DIR, "frame", ".png", n_frames, "sharp frame", "deblur"
     )
     sizes: set[tuple[int, int]] = set()
     for path in paths:
@@ -225,21 +242,20 @@ def check_scene(
     """Run every check on one scene; ``n_frames`` is its raw frame count."""
     scene = SceneCheck(scene_id)
     root = out_root / scene_id
-    split_file = root / "split.txt"
-    split = split_file.read_text(encoding="utf-8").strip() if split_file.is_file() else None
+    split_file = root / SPLIT_FILE
+    raw_split = split_file.read_bytes()[:64] if split_file.is_file() else None
+    split = None if raw_split is None else raw_split.decode("utf-8", "backslashreplace").strip()
     if split not in SPLITS:
         reason = "split.txt missing" if split is None else f"split.txt holds {split!r}"
         scene.fail("split.txt", f"{reason}, expected one of {', '.join(SPLITS)}", "index")
     hw = _check_frames(scene, root, n_frames)
-    depth = _count_check(
-        scene, root / "depth_maps", "depth", ".npz", n_frames, "depth map", "depth"
-    )
+    depth = _count_check(scene, root / DEPTH_DIR, "depth", ".npz", n_frames, "depth map", "depth")
     _check_arrays(scene, depth, "depth", hw, "depth", _depth_problem)
     for s in range(n_sets):
-        folder = root / "focus_maps" / f"set_{s:02d}"
+        folder = set_dir(out_root, scene_id, FOCUS_DIR, s)
         focus = _count_check(scene, folder, "focus", ".npz", n_frames, "focus_map NPZ", "labels")
         _check_arrays(scene, focus, "focus_map", hw, "labels", _focus_problem)
-        folder = root / "bokeh_renders" / f"set_{s:02d}"
+        folder = set_dir(out_root, scene_id, BOKEH_DIR, s)
         for path in _count_check(scene, folder, "bokeh", ".png", n_frames, "bokeh PNG", "renders"):
             size = _image_size(path)
             if isinstance(size, str):
@@ -276,7 +292,8 @@ def expected_labels(out_root: Path) -> tuple[int | None, float | None]:
     )
 
 
-def _disk_bytes(root: Path) -> int:
+def disk_bytes(root: Path) -> int:
+    """Bytes of every file under ``root`` (links not followed)."""
     total = 0
     for dirpath, _, files in os.walk(root):
         for name in files:
@@ -317,7 +334,7 @@ def validate_dataset(out_root: Path, *, n_sets: int | None = None) -> dict[str, 
         "failure_reasons": {s: "; ".join(f["reason"] for f in fs) for s, fs in failures.items()},
         "split_counts": split_counts,
         "total_frames": total_frames,
-        "total_gb_on_disk": round(_disk_bytes(out_root) / 1e9, 6),
+        "total_gb_on_disk": round(disk_bytes(out_root) / 1e9, 6),
         "n_sets": sets,
         "failures": failures,
         "rerun_stages": rerun,
@@ -359,7 +376,7 @@ def requeue(
                         expected=" | ".join(SPLITS),
                         found=split,
                     )
-                atomic_write_text(out_root / scene_id / "split.txt", split)
+                atomic_write_text(out_root / scene_id / SPLIT_FILE, split)
         elif stage == "pack":
             pack_dataset(out_root, scenes=scenes, force=True)
         else:

@@ -10,8 +10,10 @@ from trainset.loading.dataset import (
     shard_dataloader,
 )
 from trainset.loading.loader import AUGMENT_MODES, ThreadedLoader
+from trainset.loading.ring import RingLoader, default_threads
 from trainset.loading.sampler import EpochSampler, SampleBatch
 from trainset.loading.shards import ReadPlan, ShardInfo, ShardReader
+from trainset.loading.trainer import TrainerLoader, process_group
 
 __all__ = [
     "AUGMENT_MODES",
@@ -20,17 +22,21 @@ __all__ = [
     "BatchRows",
     "EpochSampler",
     "ReadPlan",
+    "RingLoader",
     "SampleBatch",
     "ShardDataset",
     "ShardInfo",
     "ShardReader",
     "ThreadedLoader",
+    "TrainerLoader",
     "apply_d4",
     "copy_batch",
     "d4_codes",
     "d4_copy_into",
     "d4_view",
+    "default_threads",
     "fill_batch",
     "keep_batch",
+    "process_group",
     "shard_dataloader",
 ]

@@ -31,6 +31,19 @@ def checked_rank(rank: int, world_size: int) -> tuple[int, int]:
     return int(rank), int(world_size)
 
 
+def sampler_rank(sampler: Any) -> tuple[int, int]:
+    """(rank, world_size) of a ``DistributedSampler`` (what Lightning hands a batch sampler it
+    re-creates under DDP); anything without them is refused."""
+    if not (hasattr(sampler, "rank") and hasattr(sampler, "num_replicas")):
+        raise InputError(
+            "sampler must say its rank and number of replicas",
+            key="sampler",
+            expected="a DistributedSampler (rank, num_replicas)",
+            found=type(sampler).__name__,
+        )
+    return checked_rank(int(sampler.rank), int(sampler.num_replicas))
+
+
 @dataclass(frozen=True)
 class SampleBatch:
     """One batch request: record indices (B,) int64, in the order they appear in the batch."""
@@ -67,6 +80,10 @@ class EpochSampler(BatchSampler):
     pads. ``sampler`` (a ``DistributedSampler``) supplies ``rank`` and ``world_size`` instead:
     that is how Lightning hands over the process group when it re-creates a batch sampler under
     DDP (the class derives from ``BatchSampler`` so Lightning keeps every other argument).
+
+    ``restart``: every pass starts at the first batch of the current epoch, whatever an earlier
+    pass left (evaluation: a trainer's sanity check stops a validation pass after a few
+    batches, and the next validation must still see every batch).
     """
 
     def __init__(
@@ -81,6 +98,7 @@ class EpochSampler(BatchSampler):
         rank: int = 0,
         world_size: int = 1,
         sampler: Any = None,
+        restart: bool = False,
     ) -> None:
         if isinstance(records, (int, np.integer)):
             if records < 0:
@@ -105,18 +123,12 @@ class EpochSampler(BatchSampler):
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        self.restart = bool(restart)
         self._epoch = int(epoch)
         self._next = 0
         self._cache: tuple[int, np.ndarray] | None = None
         if sampler is not None:
-            if not (hasattr(sampler, "rank") and hasattr(sampler, "num_replicas")):
-                raise InputError(
-                    "sampler must say its rank and number of replicas",
-                    key="sampler",
-                    expected="a DistributedSampler (rank, num_replicas)",
-                    found=type(sampler).__name__,
-                )
-            rank, world_size = int(sampler.rank), int(sampler.num_replicas)
+            rank, world_size = sampler_rank(sampler)
         self.rank, self.world_size = checked_rank(rank, world_size)
         self.sampler = sampler  # what torch's BatchSampler calls its source of indices
 
@@ -217,9 +229,13 @@ class EpochSampler(BatchSampler):
                 )
         self.resume(int(state["epoch"]), int(state["batch"]))
 
+    def start(self) -> int:
+        """The batch the next pass starts at: the resume point, or 0 with ``restart``."""
+        return 0 if self.restart else self._next
+
     def __iter__(self) -> Iterator[SampleBatch]:  # type: ignore[override]
         epoch = self._epoch
-        start = self._next
+        start = self.start()
         for number in range(start, len(self)):
             self._next = number + 1
             yield self.batch(epoch, number)

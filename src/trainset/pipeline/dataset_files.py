@@ -13,8 +13,9 @@ import fcntl
 import glob
 import json
 import os
+import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,26 +25,53 @@ import yaml
 from trainset.errors import InputError
 from trainset.store.atomic import TEMP_MARKER, atomic_write_bytes, remove_stale_temps
 from trainset.store.codecs import read_yaml
+from trainset.store.locks import exclusive_lock
 
 LOCK_NAME = ".trainset.lock"
+LOCKS_DIR = ".locks"  # {out_root}/.locks/{scene_id}.lock: one process per scene
 CONFIG_NAME = "config.yaml"
 LOGS_DIR = "logs"
 PARTS_DIR = "by_scene"
 FAILURES_LOG = "failures.jsonl"
+# Folders of the output root beside the scenes (logs, SLURM scripts, the HTML report).
+RESERVED_NAMES = frozenset({LOGS_DIR, "slurm", "report"})
+
+
+# Called with the scene id when scene_lock has to wait: a hook for the tests of concurrent runs
+# (they wait for it instead of sleeping); None in normal use.
+on_lock_wait: Callable[[str], None] | None = None
+
+
+@contextmanager
+def scene_lock(out_root: str | Path, scene_id: str) -> Iterator[None]:
+    """Hold ``{out_root}/.locks/{scene_id}.lock``: one process works on a scene at a time.
+
+    A second process (another run on the same output root, a SLURM task) waits, saying so on
+    stderr, and is released when the first finishes or dies.
+    """
+    path = Path(out_root) / LOCKS_DIR / f"{scene_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(
+                f"{safe_text(scene_id)}: another process is working on it; waiting", file=sys.stderr
+            )
+            if on_lock_wait is not None:
+                on_lock_wait(scene_id)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextmanager
 def out_root_lock(out_root: str | Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``{out_root}/.trainset.lock`` (released on death)."""
-    root = Path(out_root)
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(Path(out_root) / LOCK_NAME):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def write_bytes_if_changed(path: str | Path, data: bytes) -> bool:
@@ -64,8 +92,60 @@ def write_text_if_changed(path: str | Path, text: str) -> bool:
 
 
 def safe_text(name: str) -> str:
-    """``name`` with undecodable bytes (surrogate escapes) shown as backslash escapes."""
-    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    """``name`` printable on one line: undecodable bytes (surrogate escapes) and control
+    characters (a newline in a folder name) shown as backslash escapes."""
+    text = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if ord(c) < 32 or ord(c) == 127 else c
+        for c in text
+    )
+
+
+def unsafe_reason(scene_id: str) -> str | None:
+    """Why ``scene_id`` cannot be used as a folder name in the output, or None when it can."""
+    if not scene_id:
+        return "empty scene id"
+    if "/" in scene_id or "\\" in scene_id:
+        return "scene id holds a path separator"
+    if ".." in scene_id:
+        return "scene id holds '..'"
+    if scene_id.startswith("."):
+        return "scene id starts with a dot"
+    if scene_id in RESERVED_NAMES:
+        return f"'{scene_id}' is reserved for the output root's own files"
+    if any(ord(c) < 32 or ord(c) == 127 for c in scene_id):
+        return "scene id holds a control character"
+    try:
+        scene_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return "scene id is not valid UTF-8"
+    return None
+
+
+def check_out_root(out_root: str | Path) -> Path:
+    """``out_root`` as a Path; InputError when it exists and is not a folder."""
+    root = Path(out_root)
+    if root.exists() and not root.is_dir():
+        raise InputError(
+            "output root is not a folder", file=root, expected="a folder", found="a file"
+        )
+    return root
+
+
+def check_scene_ids(index: Mapping[str, Any], path: Path) -> None:
+    """Refuse a scene index with an id that is not a safe folder name (``../x``, ``a/b``, a
+    control character): every stage writes to ``{out_root}/{scene_id}``, so such an id would
+    write or delete outside the output root. InputError naming the file and the id."""
+    for scene_id in index:
+        reason = unsafe_reason(scene_id)
+        if reason is not None:
+            raise InputError(
+                "unsafe scene id in the scene index; re-run `trainset focus index`",
+                file=path,
+                key=safe_text(scene_id),
+                expected="a folder name inside the output root",
+                found=reason,
+            )
 
 
 def read_config(out_root: str | Path) -> dict[str, Any]:
@@ -96,13 +176,23 @@ def record_config(out_root: str | Path, section: str, params: Mapping[str, Any])
         return write_text_if_changed(Path(out_root) / CONFIG_NAME, text)
 
 
+def _scene_log_part(out_root: str | Path, log_name: str, scene_id: str) -> Path:
+    return Path(out_root) / LOGS_DIR / PARTS_DIR / log_name / f"{scene_id}.part"
+
+
 def write_scene_log(out_root: str | Path, log_name: str, scene_id: str, text: str) -> None:
     """Store one scene's part of ``logs/{log_name}``; for ``.csv`` logs the first line is the header.
 
     Call :func:`rebuild_scene_logs` (the runner does, after a stage) to refresh the shared log.
     """
-    part = Path(out_root) / LOGS_DIR / PARTS_DIR / log_name / f"{scene_id}.part"
-    write_text_if_changed(part, text)
+    write_text_if_changed(_scene_log_part(out_root, log_name, scene_id), text)
+
+
+def read_scene_log(out_root: str | Path, log_name: str, scene_id: str) -> str:
+    """One scene's part of ``logs/{log_name}`` as written by :func:`write_scene_log` ("" when
+    the scene wrote none)."""
+    part = _scene_log_part(out_root, log_name, scene_id)
+    return part.read_text(encoding="utf-8") if part.is_file() else ""
 
 
 def _merge_parts(log_name: str, parts: list[Path]) -> str:

@@ -24,6 +24,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from trainset.errors import InputError, TrainsetError
+from trainset.pipeline.plan import Plan, StageResources, spec_path, write_step_spec
 from trainset.store import atomic_write_json, atomic_write_text, read_json, read_yaml
 
 SLURM_DIR = "slurm"  # {out_root}/slurm: job scripts, jobs.json, job logs
@@ -65,34 +67,9 @@ class SlurmError(TrainsetError):
 # --------------------------------------------------------------------------- resources
 
 
-@dataclass(frozen=True)
-class StageResources:
-    """What one job (or each task of an array) asks SLURM for.
-
-    ``mem`` and ``time`` are SLURM strings ("48G", "512M"; "04:00:00", "1-00:00:00");
-    ``throttle`` is the array's ``%K`` (at most K tasks at once); ``gres`` e.g. "gpu:1".
-    """
-
-    partition: str
-    cpus: int
-    mem: str
-    time: str
-    gres: str | None = None
-    throttle: int | None = None
-    account: str | None = None
-
-
-# The plan's SLURM blocks (focus-pipeline-plan.md, Phases 2-7): deblur %32 and depth/render %16
-# on the GPU partition with one GPU; calibrate and validate on the CPU partition.
-PLAN_RESOURCES: dict[str, StageResources] = {
-    "deblur": StageResources("gpu", 8, "48G", "04:00:00", "gpu:1", 32),
-    "depth": StageResources("gpu", 8, "64G", "06:00:00", "gpu:1", 16),
-    "calibrate": StageResources("cpu", 8, "32G", "01:00:00"),
-    "render": StageResources("gpu", 8, "80G", "08:00:00", "gpu:1", 16),
-    "validate": StageResources("cpu", 1, "16G", "00:30:00"),
-}
-
-_RESOURCE_KEYS = ("partition", "cpus", "mem", "time", "gres", "throttle", "account")
+_RESOURCE_KEYS = (
+    "partition", "cpus", "mem", "time", "gres", "throttle", "account", "constraint",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -115,7 +92,7 @@ def _check_resource_value(key: str, value: Any, source: str, step: str) -> Any:
         return value
     if key == "gres" and value in (None, "", "none"):
         return None
-    if key == "account" and value in (None, ""):
+    if key in ("account", "constraint") and value in (None, ""):
         return None
     if not isinstance(value, str) or not value.strip():
         raise InputError("must be a non-empty string", file=source, key=where, found=value)
@@ -128,13 +105,17 @@ def _check_resource_value(key: str, value: Any, source: str, step: str) -> Any:
     return value.strip()
 
 
-def load_slurm_config(path: str | os.PathLike[str] | None = None) -> SlurmConfig:
-    """The plan's resources, overridden by a YAML file when given.
+def load_slurm_config(
+    path: str | os.PathLike[str] | None, defaults: Mapping[str, StageResources]
+) -> SlurmConfig:
+    """The steps' default resources (declared by the domain that plans them), overridden by a
+    YAML file when given.
 
     File layout: ``{"setup": [lines...], "stages": {step: {partition, cpus, mem, time, gres,
-    throttle, account}}}``; any key left out keeps the plan's value, ``gres: none`` drops it.
+    throttle, account, constraint}}}``; any key left out keeps the default, ``gres: none``
+    drops it; a step the plan does not have is an error.
     """
-    resources = dict(PLAN_RESOURCES)
+    resources = dict(defaults)
     if path is None:
         return SlurmConfig(resources)
     source = str(path)
@@ -584,6 +565,8 @@ def render_script(
     ]
     if resources.account:
         lines.append(f"#SBATCH --account={resources.account}")
+    if resources.constraint:
+        lines.append(f"#SBATCH --constraint={resources.constraint}")
     lines += [f"#SBATCH --output={logs / pattern}", "set -euo pipefail", *setup]
     index = f'"$((SLURM_ARRAY_TASK_ID + ${{{OFFSET_VAR}:-0}}))"'
     words = [index if (array and word == TASK_INDEX) else shlex.quote(word) for word in argv]
@@ -727,6 +710,70 @@ def submit(
         if not dry_run and submission.jobs:
             append_jobs(out, submission.jobs, note)
     return submission
+
+
+def trainset_argv(*words: str) -> tuple[str, ...]:
+    """The command a job runs: this Python running ``python -m trainset WORDS``."""
+    return (sys.executable, "-m", "trainset", *words)
+
+
+def submit_plan(
+    plan: Plan,
+    config: SlurmConfig,
+    *,
+    dry_run: bool = False,
+    cluster: ClusterInfo | None = None,
+    runner: Runner = run_command,
+) -> Submission:
+    """Submit ``plan`` (the SLURM executor): every step becomes its spec file
+    (``{out_root}/slurm/{step}.step.json``) and a job script running ``python -m trainset step
+    SPEC``, with ``--unit-index`` per array task for a per-unit step.
+
+    Per-unit steps chain task by task (``aftercorr``) and must share one unit list; a unit's
+    chain starts at the first step it is pending in. Whole-set steps wait for every job of the
+    steps they come ``after`` (``afterany``); per-unit steps that name a whole-set step in
+    their ``after`` wait for it to succeed (``afterok``).
+    """
+    out = Path(plan.out_root).resolve()
+    unit_steps = [s for s in plan.steps if s.units is not None]
+    units = unit_steps[0].units if unit_steps else ()
+    for step in unit_steps:
+        if step.units != units:
+            raise InputError(
+                "per-unit steps of one submission must share their units",
+                key=step.name,
+                expected=f"{len(units or ())} units of {unit_steps[0].name}",
+                found=f"{len(step.units or ())}",
+            )
+    index = {unit: i for i, unit in enumerate(units or ())}
+    scene_steps, set_steps = [], []
+    for step in plan.steps:
+        spec = spec_path(out, step.name, SLURM_DIR)
+        if step.units is None:
+            write_step_spec(spec, step, out)
+            set_steps.append(SetStep(step.name, trainset_argv("step", str(spec)), step.after))
+            continue
+        pending = step.units if step.pending is None else step.pending
+        write_step_spec(spec, step, out)
+        scene_steps.append(
+            SceneStep(
+                step.name,
+                trainset_argv("step", str(spec), "--unit-index", TASK_INDEX),
+                frozenset(index[u] for u in pending),
+                step.after,
+            )
+        )
+    return submit(
+        out,
+        scene_steps,
+        set_steps,
+        config,
+        dry_run=dry_run,
+        cluster=cluster,
+        runner=runner,
+        note={"command": list(plan.command), **dict(plan.notes)},
+        unit_names=list(units or ()),
+    )
 
 
 def _refuse_while_active(out_root: Path, runner: Runner) -> None:

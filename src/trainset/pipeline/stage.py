@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from trainset.errors import InputError
-from trainset.store.sentinels import Sentinel, read_sentinel
+from trainset.store.sentinels import (
+    Sentinel,
+    read_sentinel,
+    sentinel_fingerprint,
+    sentinel_path,
+)
 
 StageRun = Callable[[Path, str, Mapping[str, Any]], dict[str, int]]
 
@@ -43,6 +48,35 @@ class Stage:
         if found is None or found.stage != self.name or found.stage_version != self.version:
             return None
         return found
+
+    def input_fingerprints(self, out_root: str | Path, scene_id: str) -> dict[str, str]:
+        """Fingerprints of the sentinels of the stages this one requires (those present)."""
+        found = {}
+        for name in self.requires:
+            fingerprint = sentinel_fingerprint(get_stage(name).output_dir(out_root, scene_id))
+            if fingerprint is not None:
+                found[name] = fingerprint
+        return found
+
+    def done(self, out_root: str | Path, scene_id: str) -> bool:
+        """Whether this stage's output for the scene is complete and still made from what is
+        upstream: its sentinel is there, every required stage is done (recursively), and each
+        required sentinel is the one this output was made from (a redone or half-redone upstream
+        makes it stale). Sentinels from before inputs were recorded fall back to "not older than
+        the required sentinels"."""
+        own = self.sentinel(out_root, scene_id)
+        if own is None:
+            return False
+        if not all(get_stage(name).done(out_root, scene_id) for name in self.requires):
+            return False
+        if own.inputs is not None:
+            return own.inputs == self.input_fingerprints(out_root, scene_id)
+        own_mtime = sentinel_path(self.output_dir(out_root, scene_id)).stat().st_mtime_ns
+        return all(
+            sentinel_path(get_stage(name).output_dir(out_root, scene_id)).stat().st_mtime_ns
+            <= own_mtime
+            for name in self.requires
+        )
 
 
 _STAGES: dict[str, Stage] = {}

@@ -8,11 +8,13 @@ float64 pixel positions of length N.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
 from trainset.contracts import ArraySpec, Contract, Finite, MaxValue, MinValue, Predicate, Report
 from trainset.errors import InputError
+from trainset.store.codecs import MAX_ARRAY_BYTES
 
 # DATA-001: normalised amplitude is far below this ("unnormalised" above it).
 MAX_AMPLITUDE = 10.0
@@ -98,22 +100,29 @@ PER_SCAN_KEYS = (
 )
 
 
-def check_npz(path: str | os.PathLike[str]) -> Report:
-    """Validate an NPZ against DATA-001; every failure is listed. Raises InputError if unreadable."""
+def check_npz(path: str | os.PathLike[str], *, max_bytes: int | None = MAX_ARRAY_BYTES) -> Report:
+    """Validate an NPZ against DATA-001; every failure is listed. Raises InputError if
+    unreadable, or when a member's header disagrees with the zip's record or claims more than
+    ``max_bytes`` (None: no limit)."""
     from trainset.ptycho.source import require_npz_file
 
-    return DATA001.validate_npz(require_npz_file(path))
+    return DATA001.validate_npz(require_npz_file(path), max_bytes=max_bytes)
+
+
+# Sidecar fields holding the number of scan positions of the NPZ: a fixture's subset size, or
+# the positions of an imported or simulated file.
+POSITION_COUNT_FIELDS = ("subset_size", "positions")
 
 
 def check_sidecar(
     report: Report, npz_path: str | os.PathLike[str], sidecar_path: str | os.PathLike[str]
 ) -> None:
-    """Add the fixture sidecar's rules to ``report``: its ``sha256_checksum`` is the NPZ's
-    sha256 and its ``subset_size`` is the NPZ's number of scan positions.
+    """Add the sidecar's rules to ``report``: its ``sha256_checksum`` is the NPZ's sha256 and
+    its ``subset_size`` (fixtures) or ``positions`` (imports, simulations) is the NPZ's number
+    of scan positions.
 
     A sidecar whose checksum no longer matches says the NPZ changed after the sidecar was
-    written (or a write was interrupted between the two files). Raises InputError when the
-    sidecar is not a readable JSON object.
+    written. Raises InputError when the sidecar is not a readable JSON object.
     """
     from trainset.store import npz_headers, read_json, sha256_file
 
@@ -132,10 +141,38 @@ def check_sidecar(
         report.add("sidecar", "sha256_checksum is the NPZ's sha256", recorded, actual)
     coords = npz_headers(npz_path).get("xcoords")
     n_scan = coords.shape[0] if coords is not None and len(coords.shape) == 1 else None
-    if n_scan is not None and sidecar.get("subset_size") != n_scan:
+    field = next((f for f in POSITION_COUNT_FIELDS if f in sidecar), None)
+    if field is None:
         report.add(
             "sidecar",
-            "subset_size is the NPZ's number of scan positions",
-            sidecar.get("subset_size"),
+            "records the number of scan positions",
+            " or ".join(POSITION_COUNT_FIELDS),
+            "neither field",
+        )
+    elif n_scan is not None and sidecar[field] != n_scan:
+        report.add(
+            "sidecar",
+            f"{field} is the NPZ's number of scan positions",
+            sidecar[field],
             n_scan,
+        )
+
+
+def check_interrupted_sidecar(report: Report, sidecar_path: str | os.PathLike[str]) -> None:
+    """Report a sidecar that is missing while a temp of it lies beside its place: the write of
+    the NPZ and its sidecar was interrupted (or is running). Nothing is reported when neither
+    exists (a file written without a sidecar)."""
+    from trainset.store import temps_of
+
+    sidecar = Path(sidecar_path)
+    if sidecar.exists():
+        return
+    temps = temps_of(sidecar)
+    if temps:
+        report.add(
+            "sidecar",
+            "present (its NPZ was written with one)",
+            str(sidecar),
+            f"missing, with the temp {temps[0].name} of an interrupted or running write: "
+            "re-run the command that wrote the NPZ",
         )

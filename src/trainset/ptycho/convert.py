@@ -12,7 +12,7 @@ import numpy as np
 from trainset.errors import InputError
 from trainset.ptycho.contract import DATA001
 from trainset.ptycho.source import read_source, same_file
-from trainset.store import atomic_write_npz, sha256_file
+from trainset.store import MAX_ARRAY_BYTES, atomic_write_npz, sha256_file
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,17 @@ def canonicalize(
     output_path: str | os.PathLike[str],
     *,
     layout: str | None = None,
+    max_bytes: int | None = MAX_ARRAY_BYTES,
 ) -> CanonicalizeResult:
     """Convert a whole legacy NPZ to canonical DATA-001 form (all N positions) and write it.
 
     Diffraction becomes (N, H, W) float32, probe/object/Y complex64, coordinates float64; keys
-    trainset does not know are kept unchanged. Atomic write; nothing is written on bad input.
+    trainset does not know are kept unchanged. Atomic write; nothing is written on bad input;
+    source arrays over ``max_bytes`` are refused (None: no limit).
     """
     source, output = Path(source_path), Path(output_path)
     check_output_path(source, output)
-    data = read_source(source, layout=layout)
+    data = read_source(source, layout=layout, max_bytes=max_bytes)
     require_contract(data.arrays, source)
     atomic_write_npz(output, {**data.arrays, **data.extras})
     return CanonicalizeResult(

@@ -9,7 +9,6 @@ its scan position; the same input always gives the same NPZ bytes.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,16 +16,16 @@ import numpy as np
 
 from trainset.errors import InputError
 from trainset.ptycho.contract import PER_SCAN_KEYS
-from trainset.ptycho.convert import check_output_path, require_contract
+from trainset.ptycho.convert import require_contract
+from trainset.ptycho.sidecar import common_fields, sidecar_path_for, write_npz_with_sidecar
 from trainset.ptycho.source import read_source
-from trainset.store import atomic_write_json, atomic_write_npz, provenance_record, sha256_file
+from trainset.store import MAX_ARRAY_BYTES
 
 Strategy = Literal["first", "stratified"]
 STRATEGIES: tuple[Strategy, ...] = ("first", "stratified")
 # Plan 7.2: fewer positions are insufficient for the grouping tests.
 MIN_SUBSET = 16
-# Plan 3.2: sidecar format version and strategy names.
-FIXTURE_VERSION = "v1"
+# Plan 3.2: sidecar strategy names.
 STRATEGY_NAMES = {"first": "first_n_positions", "stratified": "stratified_scan_order"}
 GENERATOR_SCRIPT = "trainset ptycho fixture (trainset.ptycho.fixture)"
 VALIDATION_NOTES = (
@@ -98,26 +97,21 @@ def generate_fixture(
     metadata_path: str | os.PathLike[str] | None = None,
     strategy: str = "first",
     layout: str | None = None,
+    max_bytes: int | None = MAX_ARRAY_BYTES,
 ) -> tuple[Path, Path, str]:
     """Cut an ``n_subset``-position DATA-001 fixture from ``source_path``; return (npz, json, sha256).
 
     The sidecar goes to ``metadata_path`` (default: the output with suffix ``.json``). Nothing is
-    written when the input is bad (InputError); both files are written atomically, NPZ first.
+    written when the input is bad (InputError). Both files are written atomically and together
+    (:func:`trainset.ptycho.sidecar.write_npz_with_sidecar`): a kill never leaves a sidecar
+    describing another NPZ, and a re-run removes the temps a killed run left. Source arrays
+    over ``max_bytes`` are refused (None: no limit).
     """
     source, output = Path(source_path), Path(output_path)
-    metadata = Path(metadata_path) if metadata_path is not None else output.with_suffix(".json")
-    check_output_path(source, output)
-    check_output_path(source, metadata, "--metadata-out")
-    if metadata.resolve() == output.resolve():
-        raise InputError(
-            "--metadata-out is the fixture path",
-            file=metadata,
-            expected="a sidecar path different from --output",
-            found=str(output),
-        )
+    metadata = sidecar_path_for(source, output, metadata_path)
     _check_strategy(strategy)
     _check_subset_size(source, n_subset, None)
-    data = read_source(source, layout=layout)
+    data = read_source(source, layout=layout, max_bytes=max_bytes)
     _check_subset_size(source, n_subset, data.n_scan)
 
     idx = subset_indices(data.n_scan, n_subset, strategy)
@@ -129,25 +123,21 @@ def generate_fixture(
     notes = [*data.transformations, *_subset_note(strategy, idx, data.n_scan, per_scan)]
     if data.extras:
         notes.append(f"dropped keys not known to be per-scan: {', '.join(sorted(data.extras))}")
+    head, provenance = common_fields(GENERATOR_SCRIPT, source)
 
-    atomic_write_npz(output, arrays)
-    checksum = sha256_file(output)
-    provenance = provenance_record()
-    sidecar: dict[str, Any] = {
-        "version": FIXTURE_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "generator_script": GENERATOR_SCRIPT,
-        "generator_commit": provenance["git_commit"] or "unknown",
-        "source_dataset": str(source),
-        "subset_strategy": STRATEGY_NAMES[strategy],
-        "subset_size": int(n_subset),
-        "transformations": notes,
-        "sha256_checksum": checksum,
-        "validation_notes": VALIDATION_NOTES,
-        "source_layout": data.layout,
-        "source_positions": int(data.n_scan),
-        "subset_indices": [int(i) for i in idx],
-        "provenance": provenance,
-    }
-    atomic_write_json(metadata, sidecar)
+    def sidecar(checksum: str) -> dict[str, Any]:
+        return {
+            **head,
+            "subset_strategy": STRATEGY_NAMES[strategy],
+            "subset_size": int(n_subset),
+            "transformations": notes,
+            "sha256_checksum": checksum,
+            "validation_notes": VALIDATION_NOTES,
+            "source_layout": data.layout,
+            "source_positions": int(data.n_scan),
+            "subset_indices": [int(i) for i in idx],
+            "provenance": provenance,
+        }
+
+    checksum = write_npz_with_sidecar(output, arrays, metadata, sidecar)
     return output, metadata, checksum

@@ -16,9 +16,11 @@ import numpy as np
 
 from trainset.errors import InputError
 from trainset.ptycho.layout import Layout, detect_layout, to_canonical
-from trainset.store import npz_headers, read_npz_array
+from trainset.store import MAX_ARRAY_BYTES, npz_headers, read_npz_array
 from trainset.store.codecs import ArrayHeader
 
+# The first bytes of every HDF5 file (CXI files are HDF5).
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 REQUIRED_KEYS = ("diffraction", "objectGuess", "probeGuess", "xcoords", "ycoords")
 # Older name of ``diffraction`` (PtychoPINN's RawData reads only this one).
 DIFFRACTION_ALIAS = "diff3d"
@@ -62,19 +64,25 @@ def require_npz_file(path: str | os.PathLike[str]) -> Path:
     if not p.is_file():
         raise InputError("not a regular file", file=p, expected="an NPZ file", found="a directory")
     if not zipfile.is_zipfile(p):
+        with open(p, "rb") as fh:
+            hdf5 = fh.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
         raise InputError(
-            "not an NPZ file",
+            "not an NPZ file"
+            + ("; a CXI file is read by `trainset ptycho import --format cxi`" if hdf5 else ""),
             file=p,
             expected="an NPZ (zip) archive",
-            found=f"{p.stat().st_size} bytes without a zip directory",
+            found="an HDF5 file" if hdf5 else f"{p.stat().st_size} bytes without a zip directory",
         )
     return p
 
 
-def source_headers(path: str | os.PathLike[str]) -> dict[str, ArrayHeader]:
-    """Headers of every array in an NPZ; refuse a missing file, a non-zip and pickled arrays."""
+def source_headers(
+    path: str | os.PathLike[str], *, max_bytes: int | None = MAX_ARRAY_BYTES
+) -> dict[str, ArrayHeader]:
+    """Headers of every array in an NPZ; refuse a missing file, a non-zip, pickled arrays, and
+    members whose header disagrees with the zip or claims more than ``max_bytes``."""
     p = require_npz_file(path)
-    headers = npz_headers(p)
+    headers = npz_headers(p, max_bytes=max_bytes)
     for key, header in headers.items():
         if header.dtype.hasobject:
             raise InputError(
@@ -143,14 +151,24 @@ def _check_finite_coords(p: Path, key: str, coords: np.ndarray) -> None:
         )
 
 
-def read_source(path: str | os.PathLike[str], *, layout: str | None = None) -> CanonicalData:
+def read_source(
+    path: str | os.PathLike[str],
+    *,
+    layout: str | None = None,
+    max_bytes: int | None = MAX_ARRAY_BYTES,
+) -> CanonicalData:
     """Read a legacy (H, W, N) or canonical (N, H, W) ptychography NPZ into canonical arrays.
 
     ``layout`` ('nhw' or 'hwn') overrides detection, which is needed only when the first and
-    last axis of ``diffraction`` both have N entries. Raises InputError on bad input.
+    last axis of ``diffraction`` both have N entries. Arrays over ``max_bytes`` are refused
+    (None: no limit). Raises InputError on bad input.
     """
     p = Path(path)
-    headers = source_headers(p)
+    headers = source_headers(p, max_bytes=max_bytes)
+
+    def load(key: str) -> np.ndarray:
+        return read_npz_array(p, key, max_bytes=max_bytes)
+
     keys = list(headers)
     notes: list[str] = []
 
@@ -204,7 +222,7 @@ def read_source(path: str | os.PathLike[str], *, layout: str | None = None) -> C
                 found=f"length {header.shape[0]}",
             )
 
-    raw_diff = read_npz_array(p, diff_key)
+    raw_diff = load(diff_key)
     _check_diffraction_values(p, diff_key, raw_diff)
     if diff_key == DIFFRACTION_ALIAS:
         notes.append(f"diffraction: read from legacy key '{DIFFRACTION_ALIAS}'")
@@ -217,22 +235,22 @@ def read_source(path: str | os.PathLike[str], *, layout: str | None = None) -> C
 
     arrays: dict[str, np.ndarray] = {"diffraction": diffraction}
     for key in ("objectGuess", "probeGuess"):
-        arrays[key] = _cast(key, read_npz_array(p, key), "complex64", notes)
+        arrays[key] = _cast(key, load(key), "complex64", notes)
     for key in ("xcoords", "ycoords", *OPTIONAL_COORD_KEYS):
         if key in headers:
-            coords = read_npz_array(p, key)
+            coords = load(key)
             _check_finite_coords(p, key, coords)
             arrays[key] = _cast(key, coords, "float64", notes)
 
     if "Y" in headers:
-        arrays["Y"] = _cast("Y", to_canonical(read_npz_array(p, "Y"), y_layout), "complex64", notes)
+        arrays["Y"] = _cast("Y", to_canonical(load("Y"), y_layout), "complex64", notes)
     if "scan_index" in headers:
-        arrays["scan_index"] = np.ascontiguousarray(read_npz_array(p, "scan_index"))
+        arrays["scan_index"] = np.ascontiguousarray(load("scan_index"))
 
     if diff_key == "diffraction" and DIFFRACTION_ALIAS in headers:
         notes.append(f"{DIFFRACTION_ALIAS}: dropped (duplicate of diffraction)")
     known = {*CANONICAL_ORDER, DIFFRACTION_ALIAS}
-    extras = {k: read_npz_array(p, k) for k in keys if k not in known}
+    extras = {k: load(k) for k in keys if k not in known}
     ordered = {k: arrays[k] for k in CANONICAL_ORDER if k in arrays}
     return CanonicalData(p, found_layout, n_scan, ordered, extras, notes)
 

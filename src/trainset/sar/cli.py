@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from trainset.cli import EXIT_FAILURES, EXIT_OK, add_group, flag
+from trainset.cli_tools import EXIT_FAILURES, EXIT_OK, add_group, flag
 from trainset.errors import InputError
+from trainset.sar.geotiff import DEFAULT_MAX_PIXELS
 
 
 def _floats(text: str, n: int, name: str) -> tuple[float, ...]:
@@ -43,7 +45,7 @@ def _patches(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         dtype=args.dtype,
     )
-    manifest = build_patches(args.tifs, args.out, config, argv=sys.argv)
+    manifest = build_patches(args.tifs, args.out, config, argv=sys.argv, max_pixels=args.max_pixels)
     from trainset.sar.manifest import load_manifest
 
     m = load_manifest(manifest)
@@ -75,18 +77,42 @@ def _import_legacy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from trainset.sar.report import SarReportOptions, build_sar_report
+
+    start = time.monotonic()
+    options = SarReportOptions(mosaic=args.mosaic, max_patches=args.max_patches, seed=args.seed)
+    report = build_sar_report(args.path, options, output=args.output)
+    print(
+        f"sar report: {report.patches} patches from {report.sources} source(s), "
+        f"{report.images} images, {report.size_bytes / 1e6:.2f} MB, "
+        f"{time.monotonic() - start:.1f} s\n  open: {report.path}"
+    )
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `trainset sar` and its sub-commands."""
+    from trainset.sar.report import SarReportOptions
+
     group = add_group(sub, "sar", "SAR patches: GeoTIFF tiling, sharded store, verification.")
 
     p = group.add_parser(
         "patches",
         help="tile GeoTIFFs into normalised patches (.npy shards + manifest.json)",
         description="Read GeoTIFFs in block-aligned windows, normalise to [0, 1] with global "
-        "clip bounds in dB, cut patches, filter them and stream them into .npy shards.",
+        "clip bounds in dB, cut patches, filter them and stream them into .npy shards. The new "
+        "set is built beside --out and swapped in whole when complete: a failure, a kill or a "
+        "full disk leaves the old set as it was; a second run into the same --out is refused "
+        "while one is writing.",
     )
     p.add_argument("tifs", nargs="+", metavar="TIF", help="input GeoTIFF(s)")
-    p.add_argument("--out", required=True, help="output directory (shards + manifest.json)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (shards + manifest.json), or its manifest.json; it must be new, "
+        "empty or a patch set: a new set replaces it as a whole, only once complete",
+    )
     p.add_argument(*flag("--patch-size"), type=int, default=256, help="patch side, px (256)")
     p.add_argument("--stride", type=int, default=128, help="patch step, px (128)")
     p.add_argument(
@@ -121,6 +147,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="float32",
         help="shard dtype (float32; float16 halves the size, datasets return float32)",
     )
+    p.add_argument(
+        *flag("--max-pixels"),
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse a raster of more pixels (width x height x bands) than this, from its "
+        f"header ({DEFAULT_MAX_PIXELS}: 65536 x 65536, one band)",
+    )
     p.set_defaults(func=_patches)
 
     v = group.add_parser(
@@ -148,3 +181,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     li.add_argument("--out", required=True, help="directory for manifest.json")
     li.add_argument(*flag("--trust-pickle"), action="store_true", help="allow unpickling")
     li.set_defaults(func=_import_legacy)
+
+    r = group.add_parser(
+        "report",
+        help="static HTML report: counts per source and split, value histogram, mosaic",
+        description="Write one HTML page (plus a folder of its images) that opens from disk: "
+        "the set's parameters, patch counts per source and split (SARDataModule's default "
+        "split), invalid-pixel fractions, a histogram of the normalised values with vmin/vmax "
+        "in dB, a seeded mosaic of patches per source and the manifest's provenance. "
+        "Written atomically.",
+        epilog="Exit codes: 0 report written, 2 bad usage or input (e.g. no manifest).",
+    )
+    r.add_argument("path", metavar="DIR_OR_MANIFEST", help="patch directory or manifest.json")
+    r.add_argument(
+        "--mosaic",
+        type=int,
+        default=SarReportOptions.mosaic,
+        help=f"patches shown per source (default {SarReportOptions.mosaic})",
+    )
+    r.add_argument(
+        *flag("--max-patches"),
+        dest="max_patches",
+        type=int,
+        default=SarReportOptions.max_patches,
+        help=f"patches sampled for the value histogram (default {SarReportOptions.max_patches})",
+    )
+    r.add_argument(
+        "--seed",
+        type=int,
+        default=SarReportOptions.seed,
+        help=f"seed of both samples (default {SarReportOptions.seed})",
+    )
+    r.add_argument("--output", help="page to write (default DIR/report/index.html)")
+    r.set_defaults(func=_report)

@@ -20,10 +20,27 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from trainset.errors import InputError
-from trainset.loading import EpochSampler, apply_d4, copy_batch, keep_batch
+from trainset.loading import (
+    EpochSampler,
+    ThreadedLoader,
+    TrainerLoader,
+    apply_d4,
+    copy_batch,
+    keep_batch,
+)
+from trainset.loading.loader import Augment
+from trainset.loading.trainer import LoaderCache
+from trainset.loading.trainer import process_group as process_group  # its home until now
 from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, open_patch_set
 from trainset.sar.legacy import is_pickled_npy
 from trainset.sar.manifest import Manifest
+from trainset.sar.splits import (
+    DEFAULT_SPLIT,
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_VAL_FRACTION,
+    SPLIT_POLICIES,
+    split_patches,
+)
 
 if TYPE_CHECKING:
     from lightning.pytorch import LightningDataModule as _DataModuleBase
@@ -32,59 +49,6 @@ else:
         from lightning.pytorch import LightningDataModule as _DataModuleBase
     except ImportError:  # lightning is optional: the datamodule still works without it
         _DataModuleBase = object
-
-SPLIT_POLICIES = ("by_source", "random")
-
-
-def process_group() -> tuple[int, int]:
-    """(rank, world size) of the initialised ``torch.distributed`` group, else (0, 1)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def split_patches(
-    groups: np.ndarray, val_fraction: float, seed: int, policy: str = "by_source"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split patch indices 0..N-1 into sorted (train, val) int64 arrays, disjoint.
-
-    ``groups`` (N,) is the source raster of each patch. ``by_source``: sources are shuffled
-    with ``seed`` and moved to val until val holds >= ``val_fraction`` of the patches (at least
-    one source on each side). ``random``: a seeded permutation, the first
-    ``round(N * val_fraction)`` patches go to val.
-    """
-    if policy not in SPLIT_POLICIES:
-        raise InputError("unknown split policy", key="split", expected=SPLIT_POLICIES, found=policy)
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError("val_fraction must be in [0, 1)", key="val_fraction", found=val_fraction)
-    groups = np.asarray(groups, dtype=np.int64)
-    n = len(groups)
-    rng = np.random.default_rng(seed)
-    if policy == "random":
-        n_val = round(n * val_fraction)
-        if val_fraction > 0:
-            n_val = min(max(n_val, 1), n - 1)
-        perm = rng.permutation(n)
-        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-    sources, sizes = np.unique(groups, return_counts=True)
-    if val_fraction > 0 and len(sources) < 2:
-        raise InputError(
-            "a by_source split needs at least two source rasters; use split='random'",
-            key="split",
-            expected=">= 2 sources",
-            found=len(sources),
-        )
-    order = rng.permutation(len(sources))
-    val_sources: list[int] = []
-    in_val = 0
-    for i in order:
-        if val_fraction == 0 or in_val >= val_fraction * n or len(val_sources) == len(sources) - 1:
-            break
-        val_sources.append(int(sources[i]))
-        in_val += int(sizes[i])
-    is_val = np.isin(groups, np.asarray(val_sources, dtype=np.int64))
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 class SARDataModule(_DataModuleBase):
@@ -96,32 +60,39 @@ class SARDataModule(_DataModuleBase):
     ``.npy`` loads them into memory (:class:`SARPatchDataset`). ``split``: ``by_source``
     (default) or ``random``; a single ``.npy`` has no sources, so it needs ``random``.
 
-    In lazy mode the loaders hand the dataset whole batches from an
-    :class:`trainset.loading.EpochSampler` (shuffle and augmentation from (seed, epoch): the
-    same batches for any ``num_workers``, one epoch further on each pass) and return each
-    batch in a recycled buffer without a collate copy (``recycle=True``): a batch stays intact
-    while the next few are produced, so copy one you keep (``list(loader)`` needs
-    ``recycle=False``, which gives fresh tensors at the cost of a copy per batch).
-    ``augment_on_device=True`` leaves the flips/rotations to the device: train batches come as
-    ``(batch, codes)`` and :meth:`on_after_batch_transfer` (called by Lightning after the batch
-    reached the GPU) applies them with one gather and hands the model the batch tensor.
+    In lazy mode the batches come from an :class:`trainset.loading.EpochSampler` (shuffle and
+    augmentation from (seed, epoch): the same batches for any ``threads`` or ``num_workers``,
+    one epoch further on each pass). With ``num_workers=0`` (the default) ``threads`` threads
+    of this process read them (:class:`trainset.loading.ThreadedLoader`; ``None`` chooses from
+    the machine: :func:`trainset.loading.default_threads`); ``num_workers > 0`` reads them in
+    that many DataLoader processes instead. Each batch comes in a recycled buffer without a
+    collate copy (``recycle=True``): a batch stays intact while the next few are produced, so
+    copy one you keep (``list(loader)`` needs ``recycle=False``, which gives fresh tensors at
+    the cost of a copy per batch). ``augment_on_device=True`` leaves the flips/rotations to the
+    device: train batches come as ``(batch, codes)`` and :meth:`on_after_batch_transfer`
+    (called by Lightning after the batch reached the GPU) applies them with one gather and
+    hands the model the batch tensor. ``device``: where the threaded loaders put batches
+    (default: the CUDA device of the Lightning trainer the datamodule is attached to, else the
+    CPU, in pinned memory when CUDA is present).
     """
 
     def __init__(
         self,
         patches_path: str | os.PathLike[str],
-        val_fraction: float = 0.1,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
         batch_size: int = 8,
         num_workers: int = 0,
         augment_train: bool = True,
-        seed: int = 42,
+        seed: int = DEFAULT_SPLIT_SEED,
         lazy: bool = True,
         max_samples: int | None = None,
         *,
-        split: str = "by_source",
+        split: str = DEFAULT_SPLIT,
         trust_pickle: bool = False,
         recycle: bool = True,
         augment_on_device: bool = False,
+        threads: int | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         if split not in SPLIT_POLICIES:
@@ -140,8 +111,9 @@ class SARDataModule(_DataModuleBase):
         self.trust_pickle = trust_pickle
         self.recycle = recycle
         self.augment_on_device = augment_on_device
-        self._train_sampler: EpochSampler | None = None
-        self._val_sampler: EpochSampler | None = None
+        self.threads = threads
+        self.device = device
+        self._loaders = LoaderCache()
         self._manifest: Manifest | None = None
         self._train: Dataset[torch.Tensor] | None = None
         self._val: Dataset[torch.Tensor] | None = None
@@ -251,8 +223,49 @@ class SARDataModule(_DataModuleBase):
             return None
         return {"vmin": m.vmin, "vmax": m.vmax, "units": m.units}
 
-    def _batched_loader(self, ds: LazyPatchDataset, sampler: EpochSampler) -> DataLoader[Any]:
-        """A DataLoader that hands ``ds`` whole batches and keeps its recycled buffers."""
+    def _lazy_loader(self, split: str, ds: LazyPatchDataset) -> Any:
+        """The cached lazy loader of ``split`` (rebuilt when the process group or the device
+        changed, e.g. once a trainer is attached)."""
+        context = self._loaders.context(self.device, getattr(self, "trainer", None))
+        cached = self._loaders.get(split, context)
+        if cached is not None:
+            return cached
+        rank, world, device = context
+        train = split == "train"
+        # Processes get dataset positions, threads the global patch ids: the same batches.
+        records = len(ds) if self.num_workers > 0 else ds.patch_indices
+        sampler = EpochSampler(
+            records,
+            self.batch_size,
+            seed=self.seed,
+            shuffle=train,
+            drop_last=train,
+            rank=rank,
+            world_size=world,
+            restart=not train,
+        )
+        if self.num_workers > 0:
+            loader: Any = self._process_loader(ds, sampler)
+        else:
+            mode: Augment = "none"
+            if train and ds.augment:
+                mode = "deferred" if self.augment_on_device else "cpu"
+            ring = ThreadedLoader(
+                ds.reader,
+                sampler,
+                threads=self.threads,
+                keep=3,
+                augment=mode,
+                device=device,
+                channels=ds.channels,
+                dtype=np.float32,
+            )
+            loader = TrainerLoader(ring, fresh=not self.recycle, dataset=ds)
+        return self._loaders.put(split, context, loader)
+
+    def _process_loader(self, ds: LazyPatchDataset, sampler: EpochSampler) -> DataLoader[Any]:
+        """A DataLoader whose ``num_workers`` processes read whole batches into recycled
+        buffers (``collate_fn=keep_batch``)."""
         workers = self.num_workers
         return DataLoader(
             ds,
@@ -265,22 +278,11 @@ class SARDataModule(_DataModuleBase):
             persistent_workers=workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader[torch.Tensor]:
+    def train_dataloader(self) -> Any:
         """Shuffled (seeded) batches of (B, C, H, W), last partial batch dropped."""
         ds = self.train_dataset
         if isinstance(ds, LazyPatchDataset):
-            if self._train_sampler is None:
-                rank, world = process_group()
-                self._train_sampler = EpochSampler(
-                    len(ds),
-                    self.batch_size,
-                    seed=self.seed,
-                    shuffle=True,
-                    drop_last=True,
-                    rank=rank,
-                    world_size=world,
-                )
-            return self._batched_loader(ds, self._train_sampler)
+            return self._lazy_loader("train", ds)
         return DataLoader(
             ds,
             batch_size=self.batch_size,
@@ -292,16 +294,12 @@ class SARDataModule(_DataModuleBase):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
-    def val_dataloader(self) -> DataLoader[torch.Tensor]:
-        """Validation batches of (B, C, H, W) in order, without augmentation."""
+    def val_dataloader(self) -> Any:
+        """Validation batches of (B, C, H, W) in order, without augmentation; every pass
+        starts at the first batch."""
         ds = self.val_dataset
         if isinstance(ds, LazyPatchDataset):
-            if self._val_sampler is None:
-                rank, world = process_group()
-                self._val_sampler = EpochSampler(
-                    len(ds), self.batch_size, shuffle=False, rank=rank, world_size=world
-                )
-            return self._batched_loader(ds, self._val_sampler)
+            return self._lazy_loader("val", ds)
         return DataLoader(
             ds,
             batch_size=self.batch_size,

@@ -28,9 +28,9 @@ import torch
 from torch.utils.data import Dataset
 
 from trainset.errors import InputError
-from trainset.loading import BatchRows, SampleBatch, ShardDataset, ShardReader
-from trainset.sar.legacy import is_pickled_npy, legacy_manifest_dict, load_legacy_metadata
-from trainset.sar.manifest import Manifest, load_manifest, manifest_from_dict
+from trainset.loading import BatchRows, SampleBatch, ShardDataset
+from trainset.sar.legacy import is_pickled_npy, legacy_manifest, load_legacy_metadata
+from trainset.sar.manifest import Manifest
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -112,9 +112,8 @@ def open_patch_set(
     p = Path(metadata_path)
     if p.suffix == ".npy" and is_pickled_npy(p):
         meta = load_legacy_metadata(p, trust_pickle=trust_pickle)
-        data = legacy_manifest_dict(p, p.parent, meta, hash_shards=False)
-        return manifest_from_dict(data, p.resolve().parent, source=p)
-    return load_manifest(p)
+        return legacy_manifest(p, p.resolve().parent, meta, hash_shards=False)
+    return Manifest.open(p)
 
 
 class LazyPatchDataset(Dataset[torch.Tensor]):
@@ -153,7 +152,7 @@ class LazyPatchDataset(Dataset[torch.Tensor]):
                 found=transform,
             )
         self.manifest = open_patch_set(metadata_path, trust_pickle=trust_pickle)
-        self.reader = ShardReader(self.manifest.shard_paths(), self.manifest.counts())
+        self.reader = self.manifest.open_reader()
         # The plan's attributes: [(path, patches)] per shard and their cumulative sum.
         counts = self.manifest.patch_counts()
         self.file_index = [(str(p), c) for p, c in zip(self.manifest.shard_paths(), counts)]

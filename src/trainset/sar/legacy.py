@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from trainset.errors import InputError
-from trainset.sar.manifest import FORMAT, MANIFEST_NAME, VERSION, write_manifest
+from trainset.sar.manifest import (
+    DTYPES,
+    Manifest,
+    ShardEntry,
+    ShardProblem,
+    npy_header,
+    patch_table,
+)
 from trainset.store import provenance_record, sha256_file
 
 TRUST_HINT = (
@@ -88,38 +95,62 @@ def load_legacy_metadata(
 
 def _resolve(fpath: str, base: Path) -> Path:
     p = Path(fpath)
-    return p if p.is_absolute() else (base / p)
+    return (p if p.is_absolute() else (base / p)).resolve()
 
 
-def _npy_shape(path: Path) -> tuple[tuple[int, ...], str]:
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError as exc:
-        raise InputError("shard listed in legacy metadata is missing", file=path) from exc
-    except (OSError, ValueError) as exc:
-        raise InputError(f"unreadable shard: {exc}", file=path) from exc
-    return tuple(int(s) for s in arr.shape), str(arr.dtype)
+def _shards_root(paths: list[Path], out: Path) -> Path:
+    """The folder the shards are declared relative to: ``out`` when they all lie inside it,
+    else the deepest folder that holds them all."""
+    if all(p.is_relative_to(out) for p in paths):
+        return out
+    return Path(os.path.commonpath([str(p.parent) for p in paths]))
 
 
-def legacy_manifest_dict(
+def _legacy_shape(path: Path, strict: bool) -> tuple[tuple[int, ...], str] | None:
+    """(shape, dtype) from the shard's header; None (or, ``strict``, an error) when unreadable."""
+    header = npy_header(path)
+    if isinstance(header, ShardProblem):
+        if not strict:
+            return None
+        if header.message == "missing shard file":
+            raise InputError("shard listed in legacy metadata is missing", file=path)
+        raise InputError(f"unreadable shard: {header.message}", file=path)
+    return header[0], str(header[1])
+
+
+def legacy_manifest(
     metadata_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     meta: dict[str, Any],
     *,
     hash_shards: bool = True,
-) -> dict[str, Any]:
-    """Build a manifest mapping (shard paths relative to ``out_dir``) from legacy metadata.
+    strict: bool = True,
+) -> Manifest:
+    """A :class:`Manifest` rooted at ``out_dir`` over the shards of legacy metadata.
 
     Each legacy file is one source (the plan wrote one shard per scene); row/col are unknown
-    (-1). vmin/vmax come from the metadata when present, else they are null. Without
-    ``hash_shards`` the shards' sha256 are left null (reading 182 GB just to open a dataset).
+    (-1). vmin/vmax come from the metadata when present, else they are null. The shards stay
+    where they lie: when they are outside ``out_dir`` the manifest declares the folder that
+    holds them as ``shards_root``. Without ``hash_shards`` the shards' sha256 are left null
+    (reading 182 GB just to open a dataset). ``strict`` refuses a shard that is missing,
+    unreadable or disagrees with the metadata; otherwise (for ``verify``, which reports every
+    shard) patch size and dtype come from the first readable shard.
     """
     base = Path(metadata_path).resolve().parent
     out = Path(out_dir).resolve()
-    shards, source, patch_size, dtype = [], [], None, None
-    for i, (fpath, count) in enumerate(meta["file_index"]):
-        path = _resolve(fpath, base)
-        shape, dt = _npy_shape(path)
+    paths = [_resolve(fpath, base) for fpath, _ in meta["file_index"]]
+    if not paths:
+        raise InputError("legacy metadata lists no shard", key="file_index", found=0)
+    patch_size, dtype = None, None
+    for path, (_, count) in zip(paths, meta["file_index"]):
+        found = _legacy_shape(path, strict)
+        if found is None:
+            continue
+        shape, dt = found
+        if not strict:
+            if len(shape) == 3 and patch_size is None:
+                patch_size, dtype = shape[1], dt
+            continue
         if len(shape) != 3 or shape[1] != shape[2]:
             raise InputError(
                 "legacy shard must be (N, P, P)", file=path, expected="(N, P, P)", found=shape
@@ -140,38 +171,48 @@ def legacy_manifest_dict(
                 found=f"{shape[1]} {dt}",
             )
         patch_size, dtype = shape[1], dt
-        rel = os.path.relpath(path.resolve(), out)
-        digest = sha256_file(path) if hash_shards else None
-        shards.append({"path": rel, "count": count, "sha256": digest})
-        source += [i] * count
-    if patch_size is None:
-        raise InputError("legacy metadata lists no shard", key="file_index", found=0)
-    total = len(source)
-    vmin, vmax = meta.get("vmin"), meta.get("vmax")
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "patch_size": patch_size,
-        "stride": meta.get("stride"),
-        "units": str(meta.get("units", "intensity")),
-        "dtype": dtype,
-        "channels": 1,
-        "band_mode": "separate",
-        "bands": None,
-        "vmin": None if vmin is None else float(vmin),
-        "vmax": None if vmax is None else float(vmax),
-        "clip": {"method": "legacy"},
-        "quality": None,
-        "shards": shards,
-        "patches": {
-            "source": source,
-            "band": [1] * total,
-            "row": [-1] * total,
-            "col": [-1] * total,
-            "valid_fraction": [None] * total,
+    if strict and dtype not in DTYPES:
+        raise InputError(
+            "unsupported shard dtype", file=paths[0], key="dtype", expected=DTYPES, found=dtype
+        )
+    root = _shards_root(paths, out)
+    shards = [
+        ShardEntry(
+            os.path.relpath(path, root),
+            count,
+            sha256_file(path) if hash_shards else None,
+        )
+        for path, (_, count) in zip(paths, meta["file_index"])
+    ]
+    counts = [count for _, count in meta["file_index"]]
+    total = sum(counts)
+    unknown = np.full(total, -1)
+    table = patch_table(
+        {
+            "source": np.repeat(np.arange(len(counts)), counts),
+            "band": np.ones(total),
+            "row": unknown,
+            "col": unknown,
         },
-        "sources": [{"path": s["path"], "sha256": s["sha256"]} for s in shards],
-    }
+        total,
+    )
+    vmin, vmax = meta.get("vmin"), meta.get("vmax")
+    return Manifest(
+        root=out,
+        patch_size=int(patch_size or 0),
+        dtype=dtype if dtype in DTYPES else "float32",
+        shards=shards,
+        patches=table,
+        stride=meta.get("stride"),
+        units=str(meta.get("units", "intensity")),
+        vmin=None if vmin is None else float(vmin),
+        vmax=None if vmax is None else float(vmax),
+        clip={"method": "legacy"},
+        sources=[
+            {"path": os.path.relpath(p, out), "sha256": s.sha256} for p, s in zip(paths, shards)
+        ],
+        shards_root=os.path.relpath(root, out),
+    )
 
 
 def import_legacy(
@@ -183,14 +224,14 @@ def import_legacy(
 ) -> Path:
     """Convert a pickled ``metadata.npy`` into ``out_dir/manifest.json``; return its path.
 
-    The shards stay where they are; the manifest points at them with relative paths.
+    The shards stay where they are: the manifest declares their folder as ``shards_root``
+    (relative to ``out_dir``) and lists them relative to it.
     """
     meta = load_legacy_metadata(metadata_path, trust_pickle=trust_pickle)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError("output exists and is not a directory", file=out)
-    data = legacy_manifest_dict(metadata_path, out, meta)
-    data["provenance"] = {**provenance_record(argv), "imported_from": str(metadata_path)}
+    manifest = legacy_manifest(metadata_path, out, meta)
+    manifest.provenance = {**provenance_record(argv), "imported_from": str(metadata_path)}
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, data)
-    return out / MANIFEST_NAME
+    return manifest.write(out)

@@ -1,38 +1,50 @@
 """GeoTIFF -> normalised patches in streamed ``.npy`` shards plus ``manifest.json``.
 
-Two passes over block-aligned strips (never a whole raster): pass 1 accumulates global clip
-bounds in dB (skipped for ``fixed``), pass 2 normalises each strip, cuts ``patch_size`` patches
-at ``stride``, applies the quality filter and streams accepted patches into shards. Everything
-is written into a staging directory inside ``--out`` and published only when every input
-succeeded, so a failure leaves no partial shard and never touches an existing set.
+Two passes over block-aligned windows of bounded size (never a whole raster, never a size a
+header claims), each showing progress: pass 1 accumulates global clip bounds in dB (skipped for
+``fixed``), pass 2 normalises each strip, cuts ``patch_size`` patches at ``stride``, applies the
+quality filter and streams accepted patches into shards. The set is a folder: the new one is
+built in a staging folder beside ``--out`` and swapped in whole only when every input succeeded
+(:mod:`trainset.store.publish`), under a lock that keeps a second run off the same ``--out``; a
+failure or a kill at any moment leaves the old set as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
-import socket
-import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import numpy as np
 
 from trainset.errors import InputError
 from trainset.pipeline.progress import Progress
 from trainset.sar.geotiff import (
+    DEFAULT_MAX_PIXELS,
     RasterInfo,
     check_bands,
+    check_raster_limits,
+    column_ranges,
     iter_strips,
+    iter_windows,
     open_raster,
     raster_env,
     raster_info,
+    strip_rows,
 )
-from trainset.sar.manifest import DTYPES, FORMAT, MANIFEST_NAME, VERSION, write_manifest
+from trainset.sar.manifest import (
+    DTYPES,
+    MANIFEST_NAME,
+    Manifest,
+    ShardEntry,
+    patch_table,
+)
 from trainset.sar.preprocessing import (
     CLIP_METHODS,
     DEFAULT_FIXED_VMAX_DB,
@@ -47,8 +59,10 @@ from trainset.sar.preprocessing import (
     to_intensity,
     valid_pixels,
 )
-from trainset.store import NPY_ALIGN, atomic_path, provenance_record, read_json, sha256_file
+from trainset.store import NPY_ALIGN, atomic_path, provenance_record, sha256_file
+from trainset.store.atomic import TEMP_MARKER
 from trainset.store.codecs import npy_header_bytes
+from trainset.store.publish import folder_lock, make_staging, publish_folder, remove_leftovers
 
 # Histogram for streaming percentiles: dB range and bin width (percentiles exact to 0.001 dB
 # inside the range; values outside are counted in the edge bins).
@@ -62,7 +76,11 @@ DEFAULT_QUALITY_HIGH = 0.99
 DEFAULT_QUALITY_FRACTION = 0.9
 DEFAULT_SHARD_SIZE = 4096
 BAND_MODES = ("separate", "stack")
-STAGING_PREFIX = ".staging-"
+# Pixels (all bands) of one read window plus the rows buffered with it: bounds the memory of
+# both passes whatever the raster's width (about 17 bytes each with their copies: 550 MB; 741 MiB
+# peak RSS measured for a 200000 x 1024 raster, benchmarks/sar_tiling.py). A wider raster is
+# tiled in column groups.
+WINDOW_PIXELS = 2**25
 
 
 @dataclass(frozen=True)
@@ -285,20 +303,26 @@ class ShardWriter:
         name = self._name()
         self._stack.close()
         self._fh, self._stack = None, None
-        self.shards.append({"path": name, "count": self._count})
+        sha = sha256_file(self.directory / name)  # just written: read back from the page cache
+        self.shards.append({"path": name, "count": self._count, "sha256": sha})
+
+    @property
+    def current(self) -> Path | None:
+        """The shard being written, if one is open."""
+        return self.directory / self._name() if self._fh is not None else None
 
     def finish(self) -> list[dict[str, Any]]:
         """Close the last shard; return ``[{"path", "count", "sha256"}]``."""
         if self._fh is not None:
             self._close_shard()
-        for entry in self.shards:
-            entry["sha256"] = sha256_file(self.directory / entry["path"])
         return self.shards
 
     def abort(self, exc: BaseException) -> None:
-        """Drop the open shard (its temp file is removed)."""
+        """Drop the open shard (its temp file is removed); closing a file on a full disk fails
+        again, and that second error is dropped with it."""
         if self._stack is not None:
-            self._stack.__exit__(type(exc), exc, exc.__traceback__)
+            with contextlib.suppress(OSError):
+                self._stack.__exit__(type(exc), exc, exc.__traceback__)
         self._fh, self._stack = None, None
 
 
@@ -379,6 +403,37 @@ def _window_counts(flags: np.ndarray, starts: np.ndarray, size: int) -> np.ndarr
     return cum[:, starts + size] - cum[:, starts]
 
 
+def _column_groups(
+    info: RasterInfo, channels: int, config: TilingConfig
+) -> list[tuple[int, int, int, int, int]]:
+    """Patch columns tiled together so that a group's window (channels x (patch + strip rows)
+    x its width) holds at most :data:`WINDOW_PIXELS`: ``(j0, j1, col0, col1, counted)`` with
+    patch-column indices ``j0..j1-1``, read columns ``col0..col1-1``, and ``counted`` the end of
+    the columns whose valid pixels the group counts (groups count disjoint columns)."""
+    size, stride = config.patch_size, config.stride
+    rows = strip_rows(info.block_height, stride)
+    fit = WINDOW_PIXELS // (channels * (size + rows))
+    per_group = (fit - size) // stride + 1 if fit >= size else 0
+    if per_group < 1:
+        raise InputError(
+            "too many bands for one read window; choose fewer with --bands",
+            file=info.path,
+            key="bands",
+            expected=f"<= {WINDOW_PIXELS // (size * (size + rows))} bands",
+            found=channels,
+        )
+    n_cols = (info.width - size) // stride + 1
+    groups = []
+    for j0 in range(0, n_cols, per_group):
+        j1 = min(j0 + per_group, n_cols)
+        if j1 == n_cols:
+            groups.append((j0, j1, j0 * stride, info.width, info.width))
+        else:
+            col1 = max((j1 - 1) * stride + size, j1 * stride)
+            groups.append((j0, j1, j0 * stride, col1, j1 * stride))
+    return groups
+
+
 def _tile_source(
     src: Any,
     index: int,
@@ -390,78 +445,106 @@ def _tile_source(
     table: _PatchTable,
     progress: Progress,
 ) -> dict[str, int]:
-    """Pass 2 for one raster; returns candidate/kept patch counts and valid pixel count."""
+    """Pass 2 for one raster; returns candidate/kept patch counts and valid pixel count.
+
+    Patches come in (row, column, band) order within each column group (one group unless the
+    raster is wider than a window holds)."""
     size, stride, q = config.patch_size, config.stride, config.quality
     n_rows = (info.height - size) // stride + 1
-    starts = np.arange((info.width - size) // stride + 1) * stride
+    n_cols = (info.width - size) // stride + 1
     area = float(size * size)
     channels = len(bands)
-    buf = np.empty((channels, 0, info.width), np.float32)
-    buf_valid = np.empty((channels, 0, info.width), bool)
-    buf0 = 0
-    strips = iter_strips(src, bands, stride)
     normalizer = StripNormalizer(info.dtype, config.units, bounds)
     kept = valid_pixels_seen = 0
-    for i in range(n_rows):
-        r = i * stride
-        while buf0 + buf.shape[1] < r + size:
-            _, data, mask = next(strips)
-            norm, valid = normalizer(data, mask)
-            valid_pixels_seen += int(valid.sum())
-            buf = np.concatenate([buf, norm], axis=1)
-            buf_valid = np.concatenate([buf_valid, valid], axis=1)
-            drop = min(max(r - buf0, 0), buf.shape[1])
-            buf, buf_valid, buf0 = buf[:, drop:], buf_valid[:, drop:], buf0 + drop
-        window = buf[:, r - buf0 : r - buf0 + size]
-        wvalid = buf_valid[:, r - buf0 : r - buf0 + size]
-        valid_counts = _window_counts(wvalid, starts, size)
-        good = wvalid & (window > q.low) & (window < q.high)
-        passes = _window_counts(good, starts, size) / area >= q.min_fraction
-        if config.band_mode == "stack":
-            for j in np.flatnonzero(passes.all(axis=0)):
-                c = int(starts[j])
-                writer.add(window[:, :, c : c + size])
-                table.append(index, 0, r, c, float(valid_counts[:, j].min()) / area)
-                kept += 1
-        else:
-            for j, b in zip(*np.nonzero(passes.T)):
-                c = int(starts[j])
-                writer.add(window[b : b + 1, :, c : c + size])
-                table.append(index, bands[b], r, c, float(valid_counts[b, j]) / area)
-                kept += 1
-        progress.update(1, note=info.path.name)
-    candidates = n_rows * len(starts) * (1 if config.band_mode == "stack" else channels)
+    for j0, j1, col0, col1, counted in _column_groups(info, channels, config):
+        starts = np.arange(j0, j1) * stride - col0  # patch columns within the window
+        buf = np.empty((channels, 0, col1 - col0), np.float32)
+        buf_valid = np.empty((channels, 0, col1 - col0), bool)
+        buf0 = 0
+        strips = iter_strips(src, bands, stride, (col0, col1))
+        for i in range(n_rows):
+            r = i * stride
+            while buf0 + buf.shape[1] < r + size:
+                _, data, mask = next(strips)
+                norm, valid = normalizer(data, mask)
+                valid_pixels_seen += int(valid[:, :, : counted - col0].sum())
+                buf = np.concatenate([buf, norm], axis=1)
+                buf_valid = np.concatenate([buf_valid, valid], axis=1)
+                drop = min(max(r - buf0, 0), buf.shape[1])
+                buf, buf_valid, buf0 = buf[:, drop:], buf_valid[:, drop:], buf0 + drop
+            window = buf[:, r - buf0 : r - buf0 + size]
+            wvalid = buf_valid[:, r - buf0 : r - buf0 + size]
+            valid_counts = _window_counts(wvalid, starts, size)
+            good = wvalid & (window > q.low) & (window < q.high)
+            passes = _window_counts(good, starts, size) / area >= q.min_fraction
+            if config.band_mode == "stack":
+                for j in np.flatnonzero(passes.all(axis=0)):
+                    c = int(starts[j])
+                    writer.add(window[:, :, c : c + size])
+                    table.append(index, 0, r, col0 + c, float(valid_counts[:, j].min()) / area)
+                    kept += 1
+            else:
+                for j, b in zip(*np.nonzero(passes.T)):
+                    c = int(starts[j])
+                    writer.add(window[b : b + 1, :, c : c + size])
+                    table.append(index, bands[b], r, col0 + c, float(valid_counts[b, j]) / area)
+                    kept += 1
+            progress.update(1, note=info.path.name)
+    candidates = n_rows * n_cols * (1 if config.band_mode == "stack" else channels)
     return {"candidates": candidates, "patches": kept, "valid_pixels": valid_pixels_seen}
 
 
+def _clip_windows(info: RasterInfo, channels: int, config: TilingConfig) -> list[tuple[int, int]]:
+    """Column ranges of pass 1: windows of at most :data:`WINDOW_PIXELS` (all bands)."""
+    rows = strip_rows(info.block_height, config.stride)
+    return column_ranges(info.width, WINDOW_PIXELS // (channels * rows))
+
+
 def _clip_pass(
-    rasters: list[tuple[Any, RasterInfo, tuple[int, ...]]], config: TilingConfig
+    rasters: list[tuple[Any, RasterInfo, tuple[int, ...]]],
+    config: TilingConfig,
+    stream: TextIO | None,
 ) -> tuple[float, float]:
-    """Pass 1: global clip bounds over the valid pixels of every raster."""
+    """Pass 1: global clip bounds over the valid pixels of every raster (with progress)."""
     acc = ClipAccumulator(config.clip)
     if config.clip.method == "fixed":
         return acc.bounds()
-    for src, info, bands in rasters:
-        before = acc.count
-        for _, data, mask in iter_strips(src, bands, config.stride):
-            _accumulate_strip(acc, data, mask, config.units)
-        if acc.count == before:
-            raise InputError(
-                "raster holds no valid pixel (all nodata, masked, <= 0 or non-finite)",
-                file=info.path,
-                expected="at least one valid pixel",
-                found=0,
-            )
+    plans = [
+        (src, info, bands, _clip_windows(info, len(bands), config)) for src, info, bands in rasters
+    ]
+    total = sum(
+        -(-info.height // strip_rows(info.block_height, config.stride)) * len(columns)
+        for _, info, _, columns in plans
+    )
+    with Progress(total, "sar patches 1/2 clip bounds", stream=stream) as progress:
+        for src, info, bands, columns in plans:
+            before = acc.count
+            for *_, data, mask in iter_windows(src, bands, config.stride, columns):
+                _accumulate_strip(acc, data, mask, config.units)
+                progress.update(1, note=info.path.name)
+            if acc.count == before:
+                raise InputError(
+                    "raster holds no valid pixel (all nodata, masked, <= 0 or non-finite)",
+                    file=info.path,
+                    expected="at least one valid pixel",
+                    found=0,
+                )
     return acc.bounds()
 
 
 def _open_all(
-    sources: Sequence[str | os.PathLike[str]], config: TilingConfig, stack: ExitStack
+    sources: Sequence[str | os.PathLike[str]],
+    config: TilingConfig,
+    stack: ExitStack,
+    max_pixels: int,
 ) -> list[tuple[Any, RasterInfo, tuple[int, ...]]]:
+    """Open every raster and check it from its header: size limits, patch fit, bands."""
     rasters = []
     for path in sources:
         src = stack.enter_context(open_raster(path))
         info = raster_info(src)
+        bands = _bands_of(info, config)
+        check_raster_limits(info, bands, max_pixels)
         if info.height < config.patch_size or info.width < config.patch_size:
             raise InputError(
                 "raster is smaller than one patch",
@@ -469,7 +552,8 @@ def _open_all(
                 expected=f">= {config.patch_size} x {config.patch_size} pixels",
                 found=f"{info.height} x {info.width}",
             )
-        rasters.append((src, info, _bands_of(info, config)))
+        _column_groups(info, len(bands), config)
+        rasters.append((src, info, bands))
     if config.band_mode == "stack" and len({len(b) for _, _, b in rasters}) > 1:
         raise InputError(
             "stacked bands need the same band count in every raster",
@@ -479,52 +563,64 @@ def _open_all(
     return rasters
 
 
-def _staging_prefix() -> str:
-    return f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+def _output_folder(out_dir: str | os.PathLike[str]) -> Path:
+    """The set folder ``--out`` names (``DIR``, or ``DIR/manifest.json``), symlinks resolved.
 
-
-def remove_stale_staging(out_dir: Path) -> list[Path]:
-    """Remove staging directories in ``out_dir`` left by killed runs on this host.
-
-    A staging directory is named ``.staging-{host}-{pid}-XXXX``; it is stale when ``host`` is
-    this machine and process ``pid`` no longer exists. Returns the removed directories.
+    A set is published by replacing this folder as a whole, so it may not be a file, a mount
+    point, or the current folder (or one holding it).
     """
-    host = socket.gethostname()
-    removed = []
-    for path in out_dir.glob(f"{STAGING_PREFIX}{host}-*"):
-        pid_text = path.name[len(f"{STAGING_PREFIX}{host}-") :].split("-", 1)[0]
-        if not (path.is_dir() and pid_text.isdigit()):
-            continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-        except PermissionError:
-            continue
-    return removed
+    given = Path(out_dir)
+    if given.name == MANIFEST_NAME and not given.is_dir():
+        given = given.parent
+    out = Path(os.path.realpath(given))
+    if out.exists() and not out.is_dir():
+        raise InputError("output exists and is not a directory", file=out)
+    if out.is_dir() and os.path.ismount(out):
+        raise InputError(
+            "output is a mount point; a set replaces its folder as a whole: give a folder in it",
+            file=out,
+            expected=f"e.g. --out {out / 'patches'}",
+        )
+    cwd = Path.cwd().resolve()
+    if cwd == out or out in cwd.parents:
+        raise InputError(
+            "output is the current folder or holds it; a set replaces its folder as a whole: "
+            "give a sub-folder",
+            file=out,
+            expected="e.g. --out patches",
+        )
+    return out
 
 
-def _publish(staging: Path, out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Move staged shards into ``out_dir`` and write the manifest last."""
-    old_manifest = out_dir / MANIFEST_NAME
-    old_shards: set[str] = set()
-    if old_manifest.exists():
-        try:
-            old = read_json(old_manifest)
-            if isinstance(old, dict) and old.get("format") == FORMAT:
-                old_shards = {str(s["path"]) for s in old.get("shards", []) if "path" in s}
-        except InputError:
-            old_shards = set()
-        old_manifest.unlink()
-    new = {s["path"] for s in manifest["shards"]}
-    for name in sorted(new):
-        os.replace(staging / name, out_dir / name)
-    for name in sorted(old_shards - new):
-        stale = out_dir / name
-        if stale.parent == out_dir and stale.name.startswith("shard_") and stale.is_file():
-            stale.unlink()
-    write_manifest(out_dir, manifest)
+def _is_leftover(name: str) -> bool:
+    """A temp file of an atomic write, or a staging folder that earlier versions made inside
+    ``--out``: left by killed runs, replaced with the folder."""
+    return name.startswith(".") and (TEMP_MARKER in name or name.startswith(".staging-"))
+
+
+def _check_replaceable(out: Path) -> None:
+    """``out`` must be absent, empty or a patch set (it has ``manifest.json``)."""
+    if not out.is_dir() or (out / MANIFEST_NAME).is_file():
+        return
+    others = sorted(p.name for p in out.iterdir() if not _is_leftover(p.name))
+    if others:
+        raise InputError(
+            "output folder holds files but no patch set (manifest.json); publishing replaces "
+            "the whole folder: choose a new or empty folder",
+            file=out,
+            expected="a new or empty folder, or a patch set",
+            found=", ".join(others[:5])
+            + (f" and {len(others) - 5} more" if len(others) > 5 else ""),
+        )
+
+
+def _write_error(exc: OSError, path: Path, out: Path) -> OSError:
+    """``exc`` naming the file being written and saying that the set in ``out`` is unchanged."""
+    return OSError(
+        exc.errno,
+        f"{exc.strerror or exc} (writing the new set; the set in {out} is unchanged)",
+        exc.filename if exc.filename is not None else str(path),
+    )
 
 
 def build_patches(
@@ -534,63 +630,85 @@ def build_patches(
     *,
     argv: list[str] | None = None,
     show_progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Path:
     """Tile GeoTIFFs into normalised patches in ``out_dir`` (shards + ``manifest.json``).
 
-    Patches are (P, P) float32/float16 in [0, 1]; returns the manifest path. Raises
-    :class:`InputError` (nothing written) for unreadable, too small or all-invalid rasters, and
-    when no patch passes the quality filter.
+    Patches are (P, P) float32/float16 in [0, 1]; returns the manifest path. ``out_dir`` (a
+    folder, or its ``manifest.json``) is replaced as a whole when the new set is complete.
+    Raises :class:`InputError` (nothing written, an existing set untouched) for unreadable, too
+    small, too large (``max_pixels``: width x height x bands) or all-invalid rasters, when no
+    patch passes the quality filter, and when another run is writing ``out_dir``.
     """
     cfg = config or TilingConfig()
     if not sources:
         raise InputError("no input raster given", expected="one or more GeoTIFFs", found=0)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError("output exists and is not a directory", file=out)
+    out = _output_folder(out_dir)
+    stream = None if show_progress else io.StringIO()
     with raster_env(), ExitStack() as files:
-        rasters = _open_all(sources, cfg, files)
-        bounds = _clip_pass(rasters, cfg)
-        out.mkdir(parents=True, exist_ok=True)
-        remove_stale_staging(out)
-        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=out))
-        channels = len(rasters[0][2]) if cfg.band_mode == "stack" else 1
-        writer = ShardWriter(staging, cfg.shard_size, channels, cfg.patch_size, cfg.dtype)
-        table = _PatchTable()
-        source_records = []
-        total_rows = sum((i.height - cfg.patch_size) // cfg.stride + 1 for _, i, _ in rasters)
-        stream = None if show_progress else io.StringIO()
-        try:
-            with Progress(total_rows, "sar patches", stream=stream) as progress:
-                for index, (src, info, bands) in enumerate(rasters):
-                    counts = _tile_source(
-                        src, index, info, bands, cfg, bounds, writer, table, progress
-                    )
-                    if counts["valid_pixels"] == 0:
-                        raise InputError(
-                            "raster holds no valid pixel in the tiled area (all nodata?)",
-                            file=info.path,
-                            expected="at least one valid pixel",
-                            found=0,
-                        )
-                    source_records.append(_source_record(info, bands, out, counts))
-            if not table.source:
-                candidates = sum(s["candidates"] for s in source_records)
-                raise InputError(
-                    "no patch passed the quality filter; relax --quality or check --units",
-                    key="quality",
-                    expected="at least one patch",
-                    found=f"0 of {candidates} candidates",
-                )
-            shards = writer.finish()
-            manifest = _manifest_dict(cfg, bounds, channels, rasters, shards, table, source_records)
-            manifest["provenance"] = provenance_record(argv)
-            _publish(staging, out, manifest)
-        except BaseException as exc:
-            writer.abort(exc)
-            raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        rasters = _open_all(sources, cfg, files, max_pixels)
+        with folder_lock(out) as locked:
+            remove_leftovers(out, locked=locked)
+            _check_replaceable(out)
+            bounds = _clip_pass(rasters, cfg, stream)
+            staging = make_staging(out)
+            try:
+                _write_set(staging, out, rasters, cfg, bounds, argv, stream)
+                publish_folder(staging, out)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     return out / MANIFEST_NAME
+
+
+def _write_set(
+    staging: Path,
+    out: Path,
+    rasters: list[tuple[Any, RasterInfo, tuple[int, ...]]],
+    cfg: TilingConfig,
+    bounds: tuple[float, float],
+    argv: list[str] | None,
+    stream: TextIO | None,
+) -> None:
+    """Pass 2 into ``staging``: every shard, then ``manifest.json`` (for the folder ``out``)."""
+    channels = len(rasters[0][2]) if cfg.band_mode == "stack" else 1
+    writer = ShardWriter(staging, cfg.shard_size, channels, cfg.patch_size, cfg.dtype)
+    table = _PatchTable()
+    source_records = []
+    total = sum(
+        ((i.height - cfg.patch_size) // cfg.stride + 1) * len(_column_groups(i, len(b), cfg))
+        for _, i, b in rasters
+    )
+    try:
+        with Progress(total, "sar patches 2/2 tiling", stream=stream) as progress:
+            for index, (src, info, bands) in enumerate(rasters):
+                counts = _tile_source(src, index, info, bands, cfg, bounds, writer, table, progress)
+                if counts["valid_pixels"] == 0:
+                    raise InputError(
+                        "raster holds no valid pixel in the tiled area (all nodata?)",
+                        file=info.path,
+                        expected="at least one valid pixel",
+                        found=0,
+                    )
+                source_records.append(_source_record(info, bands, out, counts))
+        if not table.source:
+            candidates = sum(s["candidates"] for s in source_records)
+            raise InputError(
+                "no patch passed the quality filter; relax --quality or check --units",
+                key="quality",
+                expected="at least one patch",
+                found=f"0 of {candidates} candidates",
+            )
+        shards = writer.finish()
+        manifest = _build_manifest(cfg, bounds, channels, rasters, shards, table, source_records)
+        manifest.provenance = provenance_record(argv)
+        manifest.write(staging)
+    except OSError as exc:
+        path = writer.current or staging / MANIFEST_NAME
+        writer.abort(exc)
+        raise _write_error(exc, path, out) from exc
+    except BaseException as exc:
+        writer.abort(exc)
+        raise
 
 
 def _source_record(
@@ -610,7 +728,7 @@ def _source_record(
     }
 
 
-def _manifest_dict(
+def _build_manifest(
     cfg: TilingConfig,
     bounds: tuple[float, float],
     channels: int,
@@ -618,28 +736,21 @@ def _manifest_dict(
     shards: list[dict[str, Any]],
     table: _PatchTable,
     sources: list[dict[str, Any]],
-) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "patch_size": cfg.patch_size,
-        "stride": cfg.stride,
-        "units": cfg.units,
-        "dtype": cfg.dtype,
-        "channels": channels,
-        "band_mode": cfg.band_mode,
-        "bands": list(rasters[0][2]) if cfg.band_mode == "stack" else None,
-        "vmin": float(bounds[0]),
-        "vmax": float(bounds[1]),
-        "clip": cfg.clip.to_dict(),
-        "quality": asdict(cfg.quality),
-        "shards": shards,
-        "patches": {
-            "source": table.source,
-            "band": table.band,
-            "row": table.row,
-            "col": table.col,
-            "valid_fraction": table.valid_fraction,
-        },
-        "sources": sources,
-    }
+) -> Manifest:
+    return Manifest(
+        root=Path("."),
+        patch_size=cfg.patch_size,
+        dtype=cfg.dtype,
+        shards=[ShardEntry(s["path"], s["count"], s["sha256"]) for s in shards],
+        patches=patch_table(asdict(table), len(table.source)),
+        channels=channels,
+        stride=cfg.stride,
+        units=cfg.units,
+        vmin=float(bounds[0]),
+        vmax=float(bounds[1]),
+        band_mode=cfg.band_mode,
+        bands=list(rasters[0][2]) if cfg.band_mode == "stack" else None,
+        clip=cfg.clip.to_dict(),
+        quality=asdict(cfg.quality),
+        sources=sources,
+    )

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from trainset.sar.legacy import is_pickled_npy, load_legacy_metadata
-from trainset.sar.manifest import Manifest, ShardEntry, load_manifest
+from trainset.sar.legacy import is_pickled_npy, legacy_manifest, load_legacy_metadata
+from trainset.sar.manifest import Manifest, ShardProblem
 from trainset.store import sha256_file
 
 # Records checked per step for the value-range scan (bounded memory on any shard size).
@@ -38,30 +37,30 @@ def _scan_values(data: np.ndarray) -> str | None:
 def check_manifest_shards(manifest: Manifest, *, deep: bool = False) -> list[tuple[str, str]]:
     """Every failure of the shards of ``manifest`` as (shard path, message)."""
     errors: list[tuple[str, str]] = []
-    size = manifest.patch_size
-    for entry, path in zip(manifest.shards, manifest.shard_paths()):
-        expected = entry.count * manifest.channels
-        if not path.is_file():
-            errors.append((str(path), "missing shard file"))
+    for i, (entry, path) in enumerate(zip(manifest.shards, manifest.shard_paths())):
+        problems = manifest.shard_problems(i)
+        errors += [(str(p.file), _describe(p)) for p in problems]
+        if problems:
             continue
-        try:
-            data = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            errors.append((str(path), f"cannot open as .npy: {exc}"))
-            continue
-        if data.ndim != 3 or data.shape[1:] != (size, size):
-            errors.append((str(path), f"expected shape (N, {size}, {size}), found {data.shape}"))
-            continue
-        if data.shape[0] != expected:
-            errors.append((str(path), f"expected {expected} patches, found {data.shape[0]}"))
-        if str(data.dtype) != manifest.dtype:
-            errors.append((str(path), f"expected dtype {manifest.dtype}, found {data.dtype}"))
-        elif (problem := _scan_values(data)) is not None:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+        problem = _scan_values(data)
+        if problem is not None:
             errors.append((str(path), problem))
         del data
         if deep and entry.sha256 is not None and sha256_file(path) != entry.sha256:
             errors.append((str(path), f"sha256 differs from manifest ({entry.sha256[:12]}...)"))
+    if deep and manifest.patches_file is not None and manifest.patches_sha256 is not None:
+        table = manifest.root / manifest.patches_file
+        if sha256_file(table) != manifest.patches_sha256:
+            errors.append((str(table), "sha256 of the per-patch table differs from manifest"))
     return errors
+
+
+def _describe(problem: ShardProblem) -> str:
+    """One line: the message, and what was expected and found when the message does not say."""
+    if problem.expected is None and problem.found is None:
+        return problem.message
+    return f"{problem.message} (expected {problem.expected}, found {problem.found})"
 
 
 def verify_patch_files(
@@ -70,42 +69,14 @@ def verify_patch_files(
     """Verify every shard of a patch set; returns a list of (path, error) for failures.
 
     ``metadata_path`` is a ``manifest.json``, its directory, or (with ``trust_pickle``) the
-    plan's pickled ``metadata.npy``. Checks: the shard exists, opens as ``.npy`` without pickle,
-    has the manifest's count, (P, P) shape and dtype, and finite values in [0, 1]; ``deep``
-    also compares sha256. An empty list means the set is sound.
+    plan's pickled ``metadata.npy``. Checks: the shard path stays inside the shards' root and
+    names a regular ``.npy`` file that opens without pickle, with the manifest's count,
+    (P, P) shape and dtype, and finite values in [0, 1]; ``deep`` also compares sha256 (of
+    every shard and of the per-patch table). An empty list means the set is sound.
     """
     p = Path(metadata_path)
     if p.suffix == ".npy" and is_pickled_npy(p):
         meta = load_legacy_metadata(p, trust_pickle=trust_pickle)
-        return check_manifest_shards(_legacy_manifest(p, meta), deep=deep)
-    return check_manifest_shards(load_manifest(p), deep=deep)
-
-
-def _legacy_manifest(path: Path, meta: dict[str, Any]) -> Manifest:
-    """A manifest view of legacy metadata (patch size from the first readable shard)."""
-    base = path.resolve().parent
-    shards = [ShardEntry(str(f), c, None) for f, c in meta["file_index"]]
-    patch_size = 0
-    for entry in shards:
-        try:
-            shape = np.load(base / entry.path, mmap_mode="r", allow_pickle=False).shape
-        except (OSError, ValueError, EOFError):
-            continue
-        if len(shape) == 3:
-            patch_size = int(shape[1])
-            break
-    total = sum(s.count for s in shards)
-    return Manifest(
-        root=base,
-        patch_size=patch_size,
-        stride=None,
-        units=str(meta.get("units", "intensity")),
-        dtype="float32",
-        channels=1,
-        vmin=meta.get("vmin"),
-        vmax=meta.get("vmax"),
-        shards=shards,
-        patches={k: [0] * total for k in ("source", "band", "row", "col")},
-        sources=[],
-        data={},
-    )
+        manifest = legacy_manifest(p, p.resolve().parent, meta, hash_shards=False, strict=False)
+        return check_manifest_shards(manifest, deep=deep)
+    return check_manifest_shards(Manifest.open(p), deep=deep)

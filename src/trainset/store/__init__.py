@@ -6,13 +6,18 @@ from trainset.store.atomic import (
     atomic_write_json,
     atomic_write_npy,
     atomic_write_npz,
+    atomic_write_npz_with_sidecar,
     atomic_write_png,
     atomic_write_text,
     atomic_write_yaml,
+    remove_dead_temps,
     remove_stale_temps,
+    temps_of,
 )
 from trainset.store.codecs import (
+    MAX_ARRAY_BYTES,
     NPY_ALIGN,
+    check_array_size,
     encode_csv,
     encode_npz,
     npz_headers,
@@ -23,9 +28,10 @@ from trainset.store.codecs import (
 )
 from trainset.store.hashing import params_hash, sha256_bytes, sha256_file
 from trainset.store.provenance import provenance_record
-from trainset.store.sentinels import Sentinel, is_current, read_sentinel, write_sentinel
+from trainset.store.sentinels import Sentinel, read_sentinel, write_sentinel
 
 __all__ = [
+    "MAX_ARRAY_BYTES",
     "NPY_ALIGN",
     "Sentinel",
     "atomic_path",
@@ -33,12 +39,13 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_npy",
     "atomic_write_npz",
+    "atomic_write_npz_with_sidecar",
     "atomic_write_png",
     "atomic_write_text",
     "atomic_write_yaml",
+    "check_array_size",
     "encode_csv",
     "encode_npz",
-    "is_current",
     "npz_headers",
     "params_hash",
     "provenance_record",
@@ -47,8 +54,10 @@ __all__ = [
     "read_png",
     "read_sentinel",
     "read_yaml",
+    "remove_dead_temps",
     "remove_stale_temps",
     "sha256_bytes",
     "sha256_file",
+    "temps_of",
     "write_sentinel",
 ]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -23,6 +25,10 @@ from trainset.errors import InputError
 
 # Page size: a .npy header padded to this makes every fixed-size record page-aligned.
 NPY_ALIGN = 4096
+# Largest array a reader loads by default (1 GiB): a bigger claim, such as a zip bomb or a forged
+# header, is refused before anything is allocated; callers raise it explicitly
+# (`trainset ptycho check --max-array-mib`).
+MAX_ARRAY_BYTES = 1 << 30
 # Fixed zip time stamp (the earliest zip allows) so NPZ bytes do not depend on the clock.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -100,28 +106,110 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
         raise InputError(f"not a readable NPZ (zip) file: {exc}", file=path) from exc
 
 
-def npz_headers(path: str | os.PathLike[str]) -> dict[str, ArrayHeader]:
-    """Read shape and dtype of every array in an NPZ from the headers alone (no data is read)."""
+def claimed_bytes(header: ArrayHeader) -> int:
+    """Bytes of array data an ``.npy`` header announces: product of the shape times itemsize."""
+    return math.prod(header.shape) * header.dtype.itemsize
+
+
+def check_array_size(
+    file: str | os.PathLike[str],
+    key: str,
+    header: ArrayHeader,
+    stored_bytes: int,
+    *,
+    max_bytes: int | None = MAX_ARRAY_BYTES,
+) -> None:
+    """Refuse an array whose header disagrees with the bytes actually stored, or that claims more
+    than ``max_bytes`` (None: no limit), before anything is allocated.
+
+    ``stored_bytes`` is what the container records for the data after the header: for an NPZ
+    member the zip's uncompressed size minus the header length, for an ``.npy`` file its size on
+    disk minus the header length. Object (pickled) arrays have no fixed size and are not checked
+    here. Raises InputError naming file, key, expected and found.
+    """
+    if header.dtype.hasobject:
+        return
+    claimed = claimed_bytes(header)
+    if claimed != stored_bytes:
+        raise InputError(
+            f"array header claims shape {header.shape} {header.dtype.name} ({claimed} bytes), "
+            "which disagrees with the archive's record; the file is corrupt or forged",
+            file=file,
+            key=key,
+            expected=f"{claimed} bytes of data",
+            found=f"{stored_bytes} bytes",
+        )
+    if max_bytes is not None and claimed > max_bytes:
+        raise InputError(
+            f"array of shape {header.shape} {header.dtype.name} is larger than the limit "
+            f"({_mib(max_bytes)}); raise the limit (e.g. --max-array-mib) if the file is trusted",
+            file=file,
+            key=key,
+            expected=f"at most {max_bytes} bytes",
+            found=f"{claimed} bytes ({_mib(claimed)})",
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.6g} MiB"
+
+
+def _read_member_header(
+    p: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str
+) -> tuple[IO[bytes], ArrayHeader]:
+    """Open one member and read its ``.npy`` header; return the open member and the header.
+
+    The member is positioned at the start of the array data (``member.tell()`` is the header
+    length).
+    """
+    member = zf.open(info)
+    try:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        member.close()
+        raise InputError(f"unreadable array header: {exc}", file=p, key=key) from exc
+    except BaseException:
+        member.close()
+        raise
+    header = ArrayHeader(tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran))
+    return member, header
+
+
+def npz_headers(
+    path: str | os.PathLike[str], *, max_bytes: int | None = None
+) -> dict[str, ArrayHeader]:
+    """Read shape and dtype of every array in an NPZ from the headers alone (no data is read).
+
+    Every member's header is compared with the zip's record of its size
+    (:func:`check_array_size`): a header claiming more (or less) data than the archive holds is
+    refused, and so is, when ``max_bytes`` is given, an array larger than that.
+    """
     p = Path(path)
     headers: dict[str, ArrayHeader] = {}
     with _open_zip(p) as zf:
-        for name in zf.namelist():
-            key = name[:-4] if name.endswith(".npy") else name
-            try:
-                with zf.open(name) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version == (1, 0):
-                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
-                    else:
-                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-                raise InputError(f"unreadable array header: {exc}", file=p, key=key) from exc
-            headers[key] = ArrayHeader(tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran))
+        for info in zf.infolist():
+            key = info.filename.removesuffix(".npy")
+            member, header = _read_member_header(p, zf, info, key)
+            with member:
+                stored = info.file_size - member.tell()
+            check_array_size(p, key, header, stored, max_bytes=max_bytes)
+            headers[key] = header
     return headers
 
 
-def read_npz_array(path: str | os.PathLike[str], key: str) -> np.ndarray:
-    """Load one array from an NPZ without ever unpickling; errors name file and key."""
+def read_npz_array(
+    path: str | os.PathLike[str], key: str, *, max_bytes: int | None = MAX_ARRAY_BYTES
+) -> np.ndarray:
+    """Load one array from an NPZ without ever unpickling; errors name file and key.
+
+    The member's header is checked first (:func:`check_array_size`): a header that disagrees
+    with the zip's record, or an array over ``max_bytes`` (default :data:`MAX_ARRAY_BYTES`;
+    None for no limit), is refused before anything is allocated or decompressed.
+    """
     p = Path(path)
     with _open_zip(p) as zf:
         if f"{key}.npy" not in zf.namelist():
@@ -132,13 +220,21 @@ def read_npz_array(path: str | os.PathLike[str], key: str) -> np.ndarray:
                 expected=key,
                 found=sorted(n.removesuffix(".npy") for n in zf.namelist()),
             )
-        try:
-            with zf.open(f"{key}.npy") as member:
+        info = zf.getinfo(f"{key}.npy")
+        member, header = _read_member_header(p, zf, info, key)
+        with member:
+            check_array_size(p, key, header, info.file_size - member.tell(), max_bytes=max_bytes)
+            try:
+                member.seek(0)
                 return np.lib.format.read_array(member, allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"cannot load array without pickle: {exc}", file=p, key=key) from exc
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise InputError(f"corrupt array data: {exc}", file=p, key=key) from exc
+            except ValueError as exc:
+                if header.dtype.hasobject:
+                    raise InputError(
+                        f"cannot load array without pickle: {exc}", file=p, key=key
+                    ) from exc
+                raise InputError(f"corrupt array data: {exc}", file=p, key=key) from exc
+            except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                raise InputError(f"corrupt array data: {exc}", file=p, key=key) from exc
 
 
 def encode_png(image: np.ndarray, *, compress_level: int = 6) -> bytes:
@@ -169,6 +265,13 @@ def read_png(path: str | os.PathLike[str], *, mode: str | None = "RGB") -> np.nd
             return np.asarray(out)
     except FileNotFoundError as exc:
         raise InputError("file not found", file=p) from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            "image too large to decode (PIL's decompression-bomb guard)",
+            file=p,
+            expected=f"at most {Image.MAX_IMAGE_PIXELS} pixels",
+            found=str(exc).split(" pixels")[0].split()[-1] + " pixels",
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"corrupt or unreadable image: {exc}", file=p) from exc
 

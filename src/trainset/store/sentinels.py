@@ -1,16 +1,19 @@
 """Sentinels: a ``.done`` file written last, holding JSON that says what produced the output.
 
 A stage re-runs a unit of work when its sentinel is missing, unreadable, from another stage
-version, or from other parameters (compared by :func:`trainset.store.params_hash`).
+version, or from other parameters (compared by :func:`trainset.store.params_hash`). A sentinel
+also records ``inputs``: the fingerprint (:func:`sentinel_fingerprint`) of each upstream
+sentinel the output was made from, so a missing or redone upstream makes it stale.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,9 @@ class Sentinel:
     params_hash: str
     counts: dict[str, Any] = field(default_factory=dict)
     time: str = ""
+    # Upstream stage name -> fingerprint of its sentinel when this output was made; None in
+    # sentinels written before inputs were recorded.
+    inputs: dict[str, str] | None = None
 
 
 def sentinel_path(directory: str | os.PathLike[str]) -> Path:
@@ -42,14 +48,21 @@ def write_sentinel(
     stage_version: int,
     params: Mapping[str, Any],
     counts: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, str] | None = None,
 ) -> Sentinel:
-    """Write the sentinel of ``directory`` (atomically, after everything else) and return it."""
+    """Write the sentinel of ``directory`` (atomically, after everything else) and return it.
+
+    ``inputs``: fingerprints of the upstream sentinels the output was made from (None: not
+    recorded; staleness then falls back to comparing modification times).
+    """
     sentinel = Sentinel(
         stage=stage,
         stage_version=stage_version,
         params_hash=params_hash(params),
         counts=dict(counts or {}),
-        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # Microseconds: a redone stage always gets a new fingerprint.
+        time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        inputs=None if inputs is None else dict(inputs),
     )
     atomic_write_json(sentinel_path(directory), asdict(sentinel))
     return sentinel
@@ -66,19 +79,17 @@ def read_sentinel(directory: str | os.PathLike[str]) -> Sentinel | None:
             params_hash=str(data["params_hash"]),
             counts=dict(data.get("counts", {})),
             time=str(data.get("time", "")),
+            inputs=None if data.get("inputs") is None else dict(data["inputs"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def is_current(
-    directory: str | os.PathLike[str], stage: str, stage_version: int, params: Mapping[str, Any]
-) -> bool:
-    """True when ``directory`` holds a sentinel for this stage, version and parameters."""
-    sentinel = read_sentinel(directory)
-    return (
-        sentinel is not None
-        and sentinel.stage == stage
-        and sentinel.stage_version == stage_version
-        and sentinel.params_hash == params_hash(params)
-    )
+def sentinel_fingerprint(directory: str | os.PathLike[str]) -> str | None:
+    """sha256 of the sentinel file of ``directory`` (None when there is none): it changes
+    whenever the stage is redone, since every sentinel holds the time (to the microsecond) it
+    was written."""
+    try:
+        return hashlib.sha256(sentinel_path(directory).read_bytes()).hexdigest()
+    except OSError:
+        return None

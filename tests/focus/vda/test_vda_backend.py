@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,12 +88,25 @@ def test_backend_depth_equals_transcribed_windows_of_the_model(
 
 def test_backend_reports_what_shapes_its_output(backend: VDADepthBackend, checkpoint: Path) -> None:
     params = backend.params()
+    info = checkpoint.stat()
     assert backend.name == "vda"
-    assert params["encoder"] == "vits"
     assert params["input_size"] == SIZE
-    assert params["precision"] == "fp32"
-    assert params["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert params["checkpoint"] == {
+        "path": str(checkpoint.resolve()),
+        "bytes": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+    }
     assert (params["window"], params["stride"], params["crossfade"]) == (32, 22, 8)
+
+
+def test_building_the_backend_and_its_params_never_reads_the_checkpoint(tmp_path: Path) -> None:
+    """A FIFO blocks whoever reads it: building the backend and hashing its parameters (what a
+    SLURM --dry-run does on the submit host) must not, so this returns at once."""
+    fifo = tmp_path / "metric_video_depth_anything_vitl.pth"
+    os.mkfifo(fifo)
+    backend = make_vda_backend(checkpoint=str(fifo), encoder="vitl", device="cpu")
+    assert backend.params()["encoder"] == "vitl"
+    assert backend.params()["device"] == "cpu"
 
 
 def test_backbone_in_chunks_equals_one_pass(model: VideoDepthAnything) -> None:
@@ -128,9 +141,10 @@ def test_bad_device_is_refused(checkpoint: Path) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
-def test_cuda_without_cuda_is_refused(checkpoint: Path) -> None:
+def test_cuda_without_cuda_is_refused_when_the_model_loads(checkpoint: Path) -> None:
+    backend = VDADepthBackend(checkpoint, input_size=SIZE, device="cuda")  # plans anywhere
     with pytest.raises(InputError, match=r"key 'device': CUDA is not available"):
-        VDADepthBackend(checkpoint, input_size=SIZE, device="cuda")
+        backend.prepare()
 
 
 class OutOfMemoryAbove(torch.nn.Module):

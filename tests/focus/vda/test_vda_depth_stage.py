@@ -32,7 +32,7 @@ def test_registry_builds_vda_from_string_options(vits_checkpoint: Path) -> None:
         "vda", checkpoint=str(vits_checkpoint), input_size="28", device="cpu", encoder="auto"
     )
     assert isinstance(backend, VDADepthBackend)
-    assert (backend.encoder, backend.input_size) == ("vits", 28)
+    assert (backend.params()["encoder"], backend.input_size) == ("auto", 28)
 
 
 def test_non_integer_input_size_option_is_refused(vits_checkpoint: Path) -> None:

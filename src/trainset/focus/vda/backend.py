@@ -22,7 +22,6 @@ from trainset.focus.vda.inference import (
     ModelWindowPredictor,
     stream_video_depth,
 )
-from trainset.store import sha256_file
 
 DEFAULT_INPUT_SIZE = 518  # official input size (short side, pixels)
 BACKEND_VERSION = 1  # bump when the output of this backend changes for the same inputs
@@ -76,31 +75,64 @@ class VDADepthBackend:
                 "batch out of range", key="batch", expected=f"1..{WINDOW}", found=batch
             )
         self.checkpoint = Path(checkpoint)
-        self.device = resolve_device(device)
-        self.model = load_vda_model(self.checkpoint, encoder, self.device)
-        self.encoder = self.model.config.name
+        try:
+            info = self.checkpoint.stat()
+        except OSError as err:
+            raise InputError(
+                "checkpoint not found", file=self.checkpoint, key="checkpoint", found="nothing"
+            ) from err
+        # The checkpoint's identity without reading it: planning (and a SLURM --dry-run on the
+        # submit host) hashes these parameters, and a multi-GB file must not be read for that.
+        self.checkpoint_id = {"path": str(self.checkpoint.resolve()), "bytes": info.st_size,
+                              "mtime_ns": info.st_mtime_ns}  # fmt: skip
+        try:
+            torch.device(device if device != "auto" else "cpu")
+        except RuntimeError as err:
+            raise InputError(
+                "bad device", key="device", expected="auto|cpu|cuda[:N]", found=device
+            ) from err
+        self.encoder_option = encoder
+        self.device_option = device
         self.input_size = input_size
-        self.checkpoint_sha256 = sha256_file(self.checkpoint)
-        self.predictor = ModelWindowPredictor(self.model, self.device, batch)
+        self.batch = batch
+        self._predictor: ModelWindowPredictor | None = None
+        self._device: torch.device | None = None
 
     def params(self) -> dict[str, Any]:
-        """Everything that shapes the output (hashed into the stage sentinel)."""
+        """Everything that shapes the output, from the options alone (hashed into the stage
+        sentinel; nothing is loaded): the checkpoint by path, size and modification time, the
+        requested encoder (``auto``: read from the checkpoint) and device (CUDA runs in fp16
+        autocast, the CPU in fp32)."""
         return {
             "backend": self.name,
             "version": BACKEND_VERSION,
-            "encoder": self.encoder,
-            "checkpoint_sha256": self.checkpoint_sha256,
+            "encoder": self.encoder_option or "auto",
+            "checkpoint": self.checkpoint_id,
             "input_size": self.input_size,
-            "precision": "fp16-autocast" if self.device.type == "cuda" else "fp32",
+            "device": self.device_option,
             "window": WINDOW,
             "stride": STRIDE,
             "keyframes": list(KEYFRAMES),
             "crossfade": BLEND,
         }
 
+    def prepare(self) -> None:
+        """Load the model now (the depth step does before its scenes, so a bad checkpoint or a
+        missing GPU is an error of the invocation, not of every scene)."""
+        self.predictor()
+
+    def predictor(self) -> tuple[ModelWindowPredictor, torch.device]:
+        """The model, loaded on first use (once per process)."""
+        if self._predictor is None or self._device is None:
+            self._device = resolve_device(self.device_option)
+            model = load_vda_model(self.checkpoint, self.encoder_option, self._device)
+            self._predictor = ModelWindowPredictor(model, self._device, self.batch)
+        return self._predictor, self._device
+
     def predict(self, scene: DepthScene) -> Iterator[np.ndarray]:
         """(H, W) float32 depth in metres for each frame of ``scene``, in order."""
-        return stream_video_depth(scene.iter_frames(), self.predictor, self.input_size, self.device)
+        predictor, device = self.predictor()
+        return stream_video_depth(scene.iter_frames(), predictor, self.input_size, device)
 
 
 def _int_option(value: int | str, key: str) -> int:
