@@ -1,6 +1,6 @@
 """Defocus renderers against exact thin-lens defocus: PSNR, SSIM and renders/s in one run.
 
-Ground truth (``trainset.focus.defocus_truth``): scenes whose whole content is known (textured
+Ground truth (``trainset.testing.defocus_truth``): scenes whose whole content is known (textured
 planes including what hides behind the front ones, a slanted floor, small HDR lights on a dark
 wall), imaged by a thin lens as the mean of pinhole views over the aperture disc: two golden-angle
 spirals of ``--samples`` points each, rotated against each other; the truth is their mean and
@@ -22,7 +22,7 @@ in pixels by ``signed_coc_px`` (``coc_model="thin_lens"``):
   (sRGB above 220/255 raised by up to 40% where the disparity is more than 0.1 of its range
   from the focus). ``scatter g2.2`` is the same with gamma 2.2 and no boost.
 
-Scores against the truth, each as PSNR dB / SSIM (``trainset.focus.image_metrics``; SSIM is our
+Scores against the truth, each as PSNR dB / SSIM (``trainset.testing.image_metrics``; SSIM is our
 own Gaussian-window implementation, checked against torchmetrics in the tests): the whole frame,
 the band within 2 CoC radii of depth edges (``depth_edge_band``), and the highlights (pixels
 that any aperture sample sees a light through). Renders/s: each contender on every scene at
@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from trainset.focus.defocus_truth import Scene, pinhole_view, quality_scenes, thin_lens_image
-from trainset.focus.image_metrics import depth_edge_band, psnr, ssim
 from trainset.focus.optics import signed_coc_px
 from trainset.focus.render import LayeredRenderer
+from trainset.testing.defocus_truth import Scene, pinhole_view, quality_scenes, thin_lens_image
+from trainset.testing.image_metrics import depth_edge_band, psnr, ssim
 
 Renderer = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # BokehMe demo defaults: gamma, highlight threshold (sRGB), highlight enhance ratio, and the

@@ -10,8 +10,6 @@ import torch
 from scipy import ndimage
 
 from trainset.errors import InputError
-from trainset.focus.defocus_truth import pinhole_view, quality_scenes, thin_lens_image
-from trainset.focus.image_metrics import depth_edge_band, psnr
 from trainset.focus.occlusion import extend_hidden
 from trainset.focus.optics import signed_coc_px
 from trainset.focus.render import (
@@ -21,6 +19,8 @@ from trainset.focus.render import (
     make_renderer,
     renderer_record,
 )
+from trainset.testing.defocus_truth import pinhole_view, quality_scenes, thin_lens_image
+from trainset.testing.image_metrics import depth_edge_band, psnr
 
 
 def srgb_to_linear(codes: np.ndarray) -> np.ndarray:

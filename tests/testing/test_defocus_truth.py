@@ -10,7 +10,8 @@ import torch
 from scipy import special
 
 from trainset.errors import InputError
-from trainset.focus.defocus_truth import (
+from trainset.focus.optics import signed_coc_px
+from trainset.testing.defocus_truth import (
     Extent,
     Lens,
     Plane,
@@ -22,7 +23,6 @@ from trainset.focus.defocus_truth import (
     quality_scenes,
     thin_lens_image,
 )
-from trainset.focus.optics import signed_coc_px
 
 # A small sensor (3.6 mm wide) gives a blur of a few pixels on frames of 32 px.
 LENS = Lens(f_m=0.05, n=2.0, s_focus_m=2.0, sensor_width_m=0.0036)

@@ -10,7 +10,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from trainset.errors import InputError
-from trainset.focus.image_metrics import depth_edge_band, psnr, ssim, ssim_map
+from trainset.testing.image_metrics import depth_edge_band, psnr, ssim, ssim_map
 
 
 def noise(seed: int, shape=(40, 48, 3)) -> np.ndarray:
