@@ -30,12 +30,14 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from trainset.focus.datamodule import FocusDataModule
 from trainset.loading import EpochSampler, ShardReader, ThreadedLoader, apply_d4, d4_view
+from trainset.loading.loader import Augment
 from trainset.sar.datamodule import SARDataModule
 from trainset.sar.manifest import FORMAT, VERSION, write_manifest
 from trainset.store import NPY_ALIGN, atomic_write_npy
@@ -102,9 +104,9 @@ def check_ring(root: Path, device: torch.device, small: bool) -> str:
     reader = ShardReader(sorted(root.glob("shard_*.npy")))
     batch = 8 if small else 64
 
-    def loader(augment: str, dev: torch.device | None) -> ThreadedLoader:
+    def loader(augment: Augment, dev: torch.device | None) -> ThreadedLoader:
         sampler = EpochSampler(len(reader), batch, seed=3)
-        return ThreadedLoader(reader, sampler, threads=4, augment=augment, device=dev)  # type: ignore[arg-type]
+        return ThreadedLoader(reader, sampler, threads=4, augment=augment, device=dev)
 
     cpu, on_dev = loader("cpu", None), loader("device", device)
     for _ in range(2):  # two epochs: every buffer is refilled after its copy to the device
@@ -123,7 +125,7 @@ def check_ring(root: Path, device: torch.device, small: bool) -> str:
 
 
 def check_datamodules(root: Path, focus: Path, device: torch.device, small: bool) -> str:
-    kw = {"batch_size": 8, "val_fraction": 0.25, "seed": 5}
+    kw: dict[str, Any] = {"batch_size": 8, "val_fraction": 0.25, "seed": 5}
     ref = [b.clone() for b in SARDataModule(root, **kw).train_dataloader()]
     dm = SARDataModule(root, augment_on_device=True, device=device, **kw)
     got = [dm.on_after_batch_transfer(b, 0) for b in dm.train_dataloader()]
@@ -157,7 +159,7 @@ def check_lightning(root: Path, device: torch.device, small: bool) -> str:
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
-    kw = {"batch_size": 8, "val_fraction": 0.25, "seed": 6}
+    kw: dict[str, Any] = {"batch_size": 8, "val_fraction": 0.25, "seed": 6}
     ref = [b.clone() for b in SARDataModule(root, **kw).train_dataloader()]
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     trainer = lightning.Trainer(

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def synthetic_table(n: int) -> np.ndarray:
     return patch_table(columns, n)
 
 
-def header(n: int, version: int) -> dict[str, object]:
+def header(n: int, version: int) -> dict[str, Any]:
     counts = [SHARD_PATCHES] * (n // SHARD_PATCHES) + (
         [n % SHARD_PATCHES] if n % SHARD_PATCHES else []
     )
@@ -105,7 +106,7 @@ def write_json_form(directory: Path, table: np.ndarray) -> None:
 def write_npy_form(directory: Path, table: np.ndarray) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     data = header(len(table["source"]), 2)
-    shards = [ShardEntry(s["path"], s["count"], s["sha256"]) for s in data["shards"]]  # type: ignore[index,union-attr]
+    shards = [ShardEntry(s["path"], s["count"], s["sha256"]) for s in data["shards"]]
     Manifest(
         root=directory,
         patch_size=256,
@@ -116,7 +117,7 @@ def write_npy_form(directory: Path, table: np.ndarray) -> None:
         units="amplitude",
         vmin=37.5,
         vmax=70.4,
-        sources=data["sources"],  # type: ignore[arg-type]
+        sources=data["sources"],
     ).write(directory)
 
 
@@ -139,7 +140,7 @@ def peak_mib() -> float:
     return status_mib("VmHWM")
 
 
-def today_open(path: Path) -> tuple[dict[str, object], int]:
+def today_open(path: Path) -> tuple[dict[str, Any], int]:
     """What ``load_manifest`` did before the table moved out of the JSON."""
     data = read_json(path / "manifest.json")
     assert isinstance(data, dict) and data.get("format") == FORMAT
@@ -157,7 +158,7 @@ def child(kind: str, path: Path) -> None:
         data, total = today_open(path)
         t1 = time.perf_counter()
         open_peak = peak_mib()
-        sources = np.asarray(data["patches"]["source"], dtype=np.int64)  # type: ignore[index]
+        sources = np.asarray(data["patches"]["source"], dtype=np.int64)
     else:  # "npy" or "manifest": Manifest.open of either form
         manifest = Manifest.open(path)
         total = manifest.num_patches

@@ -59,6 +59,7 @@ from trainset.loading import (
     default_threads,
     shard_dataloader,
 )
+from trainset.loading.loader import Augment
 from trainset.sar.datamodule import SARDataModule
 from trainset.sar.manifest import FORMAT, VERSION, write_manifest
 from trainset.store import NPY_ALIGN, atomic_path
@@ -211,7 +212,7 @@ def ceiling(reader: ShardReader, batch: int, threads: int, seconds: float, seed:
     return rate
 
 
-def check_loader(reader: ShardReader, batch: int, threads: int, mode: str, dev) -> None:
+def check_loader(reader: ShardReader, batch: int, threads: int, mode: Augment, dev) -> None:
     """Ours gives exactly the records (and D4) the sampler asks for: every pixel of the first
     ``4 * threads`` batches from the start and from the middle of an epoch, against ``np.load``
     order and numpy's flips; pixel (0, 0) of record r also holds r."""
@@ -399,7 +400,7 @@ def run(args: argparse.Namespace, root: Path) -> int:
     write_bench_manifest(root, reader)
     file_index = [(s.path, s.count) for s in reader.shards]
     baseline_ds = PlanLazyPatchDataset(file_index, augment=True)
-    dev_mode = "device" if cuda else "deferred"
+    dev_mode: Augment = "device" if cuda else "deferred"
     dev = torch.device("cuda") if cuda else None
     t0 = time.perf_counter()
     focus_root, clip_bytes = focus_set(root)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -100,12 +101,12 @@ def main() -> None:
         if encoder == "vits":
             frames = [np.full((size, size, 3), f, dtype=np.uint8) for f in range(2 * 22 + 10)]
             predictor = ModelWindowPredictor(model, device)
-            model_ms = timed_ms(lambda p=predictor: p(x), device, repeats)
-            stream_ms = timed_ms(
-                lambda p=predictor, f=frames: list(stream_video_depth(f, p, size, device)),
-                device,
-                repeats,
-            )
+
+            def stream(p: ModelWindowPredictor = predictor, f: list[np.ndarray] = frames) -> object:
+                return list(stream_video_depth(f, p, size, device))
+
+            model_ms = timed_ms(partial(predictor, x), device, repeats)
+            stream_ms = timed_ms(stream, device, repeats)
             per_window = stream_ms / 3  # 54 frames = 3 windows
             print(
                 f"vits streaming pipeline ({'fp16 autocast' if cuda else 'fp32'}): "

@@ -7,6 +7,7 @@ def test_flag_adds_the_plans_underscore_alias():
 
 
 def test_no_command_is_a_usage_error(capsys):
+    code: int | str | None
     try:
         code = main([])
     except SystemExit as exc:

@@ -23,7 +23,7 @@ def plan_sample_coc_params(depth_stats, N_sets=4, seed=None):
         f = rng.uniform(24e-3, 85e-3)
         log_N = rng.uniform(np.log(1.4), np.log(8.0))
         N = np.exp(log_N)
-        u = beta_dist.rvs(2, 2, random_state=int(rng.integers(1e9)))
+        u = beta_dist.rvs(2, 2, random_state=int(rng.integers(int(1e9))))
         S_focus = d_min + u * (d_max - d_min)
         params.append({"f": float(f), "N": float(N), "S_focus": float(S_focus)})
     return params

@@ -67,7 +67,7 @@ def test_focus_and_bokeh_come_from_the_clip_set(root):
     assert item["set"] == 1
     np.testing.assert_array_equal(
         item["focus"][:, 0, 0, 0].numpy(),
-        np.float16([focus_value(1, 0), focus_value(1, 1)]).astype(np.float32),
+        np.array([focus_value(1, 0), focus_value(1, 1)], np.float16).astype(np.float32),
     )
     assert item["bokeh"][:, 0, 0, 0].tolist() == pytest.approx([110 / 255, 111 / 255])
 

@@ -1,4 +1,5 @@
 import shutil
+from typing import Any
 
 import pytest
 import torch
@@ -77,7 +78,7 @@ def test_train_batches_equal_the_collated_clips_for_any_thread_count(
 
 
 def test_worker_processes_give_the_same_batches_as_threads(packed_template):
-    kw = {"batch_size": 3, "clip_len": 2, "roi": "random", "seed": 5}
+    kw: dict[str, Any] = {"batch_size": 3, "clip_len": 2, "roi": "random", "seed": 5}
     threaded = [copied(b) for b in FocusDataModule(packed_template, **kw).train_dataloader()]
     workers = list(FocusDataModule(packed_template, num_workers=2, **kw).train_dataloader())
     assert len(threaded) == len(workers) == 3
@@ -158,7 +159,7 @@ def test_recycle_off_gives_batches_that_later_ones_do_not_touch(template):
 
 
 def test_resume_mid_epoch_gives_the_remaining_batches(template):
-    kw = {"batch_size": 2, "clip_len": 2, "seed": 3}
+    kw: dict[str, Any] = {"batch_size": 2, "clip_len": 2, "seed": 3}
     loader = FocusDataModule(template, **kw).train_dataloader()
     it = iter(loader)
     [next(it) for _ in range(2)]
@@ -189,7 +190,9 @@ def test_datamodule_is_a_plain_object_without_lightning(template):
 
 
 def test_lightning_fit_runs_one_epoch_over_every_train_clip(template, tmp_path):
-    lightning = pytest.importorskip("lightning")
+    pytest.importorskip("lightning")
+    import lightning
+
     seen = []
 
     class Tiny(lightning.LightningModule):
@@ -232,7 +235,9 @@ def test_lightning_recreates_the_worker_loaders_clip_sampler_for_its_rank(templa
     with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
         loader = dm.train_dataloader()
     # ... then re-create it around the DistributedSampler of this process's rank.
-    dist = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=True)
+    dist: DistributedSampler[Any] = DistributedSampler(
+        loader.dataset, num_replicas=2, rank=1, shuffle=True
+    )
     sampler = _update_dataloader(loader, dist, mode=RunningStage.TRAINING).batch_sampler
     assert isinstance(sampler, ClipBatchSampler)
     assert (sampler.clips.rank, sampler.clips.world_size, sampler.seed) == (1, 2, 4)

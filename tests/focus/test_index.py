@@ -83,6 +83,7 @@ def test_extensions_match_in_any_case_and_other_files_are_reported(tmp_path):
     (raw / "a" / "frame_0002.JPG").write_bytes(buf.getvalue())
     result = build_index(raw, tmp_path / "out", min_frames=3)
     frames = result.scenes["a"]["frames"]
+    assert isinstance(frames, list)
     assert [f.rsplit("/", 1)[1] for f in frames] == [
         "frame_0000.PNG",
         "frame_0001.png",

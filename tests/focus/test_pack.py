@@ -48,6 +48,7 @@ def test_packed_arrays_hold_the_plan_values_channels_first(root):
     pack_scene(root, "alpha")
     p = open_packed(root / "alpha")
     assert p is not None
+    assert p.depth is not None and p.focus is not None and p.bokeh is not None
     np.testing.assert_array_equal(
         p.frames, np.stack([frame_rgb(t, 6, 10).transpose(2, 0, 1) for t in range(3)])
     )

@@ -29,7 +29,9 @@ def test_validate_names_a_corrupt_pack_and_repacking_repairs_it(tmp_path):
     assert "pack" in scene.rerun_stages()
     pack_dataset(tmp_path, scenes=["s0"], force=True)
     assert not [f for f in check_scene(tmp_path, "s0", 4, len(SETS)).failures if f[2] == "pack"]
-    assert np.asarray(open_packed(tmp_path / "s0").frames).shape[0] == 4
+    packed = open_packed(tmp_path / "s0")
+    assert packed is not None
+    assert np.asarray(packed.frames).shape[0] == 4
 
 
 def test_status_counts_current_and_stale_packs(cli, tmp_path):

@@ -32,7 +32,9 @@ def kitchen(shared_data, tmp_path_factory):
     (scene / "depth").mkdir(parents=True)
     for t, n in enumerate(FRAMES):
         with Image.open(source / f"frame-{n:06d}.color.png") as img:
-            img.convert("RGB").resize((320, 240), Image.BOX).save(scene / f"frame_{t:04d}.png")
+            img.convert("RGB").resize((320, 240), Image.Resampling.BOX).save(
+                scene / f"frame_{t:04d}.png"
+            )
         depth = np.asarray(Image.open(source / f"frame-{n:06d}.depth.png"))[::2, ::2]
         Image.fromarray(np.ascontiguousarray(depth)).save(scene / "depth" / f"depth_{t:04d}.png")
     stdout = io.StringIO()

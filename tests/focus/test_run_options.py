@@ -34,10 +34,14 @@ STAGES = {
 }
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-command parsers of ``parser`` (argparse holds them in its one subparsers action)."""
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
 def _commands() -> dict[str, argparse.ArgumentParser]:
-    root = build_parser()
-    focus = root._subparsers._group_actions[0].choices["focus"]  # type: ignore[union-attr]
-    return dict(focus._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    return _subcommands(_subcommands(build_parser())["focus"])
 
 
 def _options(parser: argparse.ArgumentParser) -> set[str]:

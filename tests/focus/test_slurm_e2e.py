@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.focus.slurm_helpers import CONFIG, cli, require_controller, wait
+from tests.slurm_helpers import CONFIG, cli, require_controller, wait
 from trainset.focus.calibration import select_calibration_scenes
 from trainset.focus.synthetic import generate_scenes
 from trainset.pipeline.slurm import ACTIVE_STATES, TaskState, read_jobs

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.focus.slurm_helpers import CONFIG, cli, require_controller, wait
+from tests.slurm_helpers import CONFIG, cli, require_controller, wait
 from trainset.focus.synthetic import generate_scenes
 from trainset.store import read_json
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,7 +41,7 @@ def datamodules(sar_root: str, focus_root: str) -> dict[str, Any]:
 
 def plain(sar_root: str, focus_root: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
-    ids = {"sar": patch_ids, "focus": clip_ids}
+    ids: dict[str, Callable[[Any], list[Any]]] = {"sar": patch_ids, "focus": clip_ids}
     for kind, dm in datamodules(sar_root, focus_root).items():
         for split, loader in (("train", dm.train_dataloader()), ("val", dm.val_dataloader())):
             seen[f"{kind}_{split}"] = [ids[kind](batch) for batch in loader]

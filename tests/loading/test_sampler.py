@@ -149,9 +149,14 @@ def test_padding_repeats_batches_only_to_even_out_the_ranks():
 
 
 def test_rank_and_world_size_come_from_a_distributed_sampler():
+    import torch
+    from torch.utils.data import TensorDataset
     from torch.utils.data.distributed import DistributedSampler
 
-    dist = DistributedSampler(range(10), num_replicas=3, rank=2, shuffle=False)
+    records = TensorDataset(torch.arange(10))
+    dist: DistributedSampler[tuple[torch.Tensor, ...]] = DistributedSampler(
+        records, num_replicas=3, rank=2, shuffle=False
+    )
     s = EpochSampler(10, 2, sampler=dist)
     assert (s.rank, s.world_size) == (2, 3)
 

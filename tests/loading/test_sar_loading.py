@@ -1,5 +1,7 @@
 """LazyPatchDataset and SARDataModule on trainset.loading: batches, augmentation, workers."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -167,7 +169,9 @@ def test_deferred_augmentation_with_a_transform_is_refused(tmp_path):
 
 
 def test_lightning_fit_applies_device_augmentation_in_the_hook(tmp_path):
-    lightning = pytest.importorskip("lightning")
+    pytest.importorskip("lightning")
+    import lightning
+
     root = make_patch_set(tmp_path, [10, 8, 12])
     shapes = []
 
@@ -203,7 +207,9 @@ def test_lightning_reinstantiates_the_lazy_sampler_for_its_rank(tmp_path):
     with _replace_dunder_methods(DataLoader, "dataset"), _replace_dunder_methods(BatchSampler):
         loader = dm.train_dataloader()
     # ... then re-create it around the DistributedSampler of this process's rank.
-    dist = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=True)
+    dist: DistributedSampler[Any] = DistributedSampler(
+        loader.dataset, num_replicas=2, rank=1, shuffle=True
+    )
     ranked = _update_dataloader(loader, dist, mode=RunningStage.TRAINING)
     sampler = ranked.batch_sampler
     assert isinstance(sampler, EpochSampler)
@@ -216,8 +222,9 @@ def test_lightning_reinstantiates_the_lazy_sampler_for_its_rank(tmp_path):
         np.testing.assert_array_equal(g, w)
 
 
-def lightning_module(lightning, seen):
+def lightning_module(seen: dict[str, list[list[int]]]) -> Any:
     """A LightningModule that records the patch ids (pixel (0, 0) // 1000) of each batch."""
+    import lightning
 
     class Recorder(lightning.LightningModule):
         def __init__(self):
@@ -239,11 +246,11 @@ def lightning_module(lightning, seen):
 
 
 def test_lightning_fit_of_one_epoch_sees_every_batch_and_validates_fully(tmp_path):
-    lightning = pytest.importorskip("lightning")
+    pytest.importorskip("lightning")
     root = make_patch_set(tmp_path, [10, 8, 12])
     dm = SARDataModule(root, val_fraction=0.3, batch_size=2, seed=4, augment_train=False)
-    seen = {}
-    quiet_trainer(tmp_path, max_epochs=1).fit(lightning_module(lightning, seen), datamodule=dm)
+    seen: dict[str, list[list[int]]] = {}
+    quiet_trainer(tmp_path, max_epochs=1).fit(lightning_module(seen), datamodule=dm)
     ids = dm.train_indices
     sampler = EpochSampler(len(ids), 2, seed=4, drop_last=True)
     assert seen["train"] == [ids[sampler.batch(0, k).indices].tolist() for k in range(len(sampler))]
@@ -253,9 +260,11 @@ def test_lightning_fit_of_one_epoch_sees_every_batch_and_validates_fully(tmp_pat
 
 
 def test_lightning_resumes_mid_epoch_from_a_checkpoint(tmp_path):
-    lightning = pytest.importorskip("lightning")
+    pytest.importorskip("lightning")
+    import lightning
+
     root = make_patch_set(tmp_path, [10, 8, 12])
-    kw = {"val_fraction": 0.3, "batch_size": 2, "seed": 4, "augment_train": False}
+    kw: dict[str, Any] = {"val_fraction": 0.3, "batch_size": 2, "seed": 4, "augment_train": False}
     ckpt = tmp_path / "mid.ckpt"
 
     class SaveAfterThirdStep(lightning.Callback):
@@ -263,13 +272,14 @@ def test_lightning_resumes_mid_epoch_from_a_checkpoint(tmp_path):
             if trainer.global_step == 3:
                 trainer.save_checkpoint(ckpt)  # what a run killed after step 3 leaves
 
-    first, rest = {}, {}
+    first: dict[str, list[list[int]]] = {}
+    rest: dict[str, list[list[int]]] = {}
     whole = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0)
     whole.callbacks.append(SaveAfterThirdStep())
-    whole.fit(lightning_module(lightning, first), datamodule=SARDataModule(root, **kw))
+    whole.fit(lightning_module(first), datamodule=SARDataModule(root, **kw))
     dm = SARDataModule(root, threads=1, **kw)
     resumed = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0)
-    resumed.fit(lightning_module(lightning, rest), datamodule=dm, ckpt_path=ckpt)
+    resumed.fit(lightning_module(rest), datamodule=dm, ckpt_path=ckpt)
     ids = dm.train_indices
     sampler = EpochSampler(len(ids), 2, seed=4, drop_last=True)
     want = [ids[sampler.batch(0, k).indices].tolist() for k in range(len(sampler))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -400,7 +401,7 @@ def test_squeue_lines_parse_into_task_states():
 
 
 def test_unit_states_map_tasks_back_to_units_and_latest_submission_wins():
-    submissions = [
+    submissions: list[dict[str, Any]] = [
         {"jobs": [{"job_id": "5", "step": "depth", "tasks": [0, 1], "offset": 1000}]},
         {"jobs": [{"job_id": "9", "step": "depth", "tasks": [1], "offset": 1000}]},
         {"jobs": [{"job_id": "10", "step": "validate", "tasks": None}]},

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.slurm_helpers import require_controller
 from trainset.errors import InputError
 from trainset.pipeline.slurm import (
     TASK_INDEX,
@@ -37,15 +38,7 @@ TIMEOUT_S = 120  # generous: a 2-CPU machine shared with other work
 @pytest.fixture
 def slurm_cluster():
     """Skip (or fail when TRAINSET_REQUIRE_SLURM=1) unless a SLURM controller answers."""
-    if controller_up():
-        return
-    reason = (
-        "no SLURM controller answers `scontrol ping` "
-        "(start the local one as root: scripts/slurm/start.sh)"
-    )
-    if os.environ.get("TRAINSET_REQUIRE_SLURM") == "1":
-        pytest.fail(f"{reason}; TRAINSET_REQUIRE_SLURM=1 requires it")
-    pytest.skip(reason)
+    require_controller()
 
 
 def _touch_step(name: str, out: Path, pending: set[int], fail: int | None = None) -> SceneStep:

@@ -35,7 +35,7 @@ CONFIG = TilingConfig(
     quality=QualityFilter(0.0, 1.0, 0.0),
     shard_size=20,
 )
-CLI_FLAGS = ("--patch-size", "32", "--stride", "16", "--units", "amplitude")
+CLI_FLAGS: tuple[str, ...] = ("--patch-size", "32", "--stride", "16", "--units", "amplitude")
 CLI_FLAGS += ("--quality", "0,1,0", "--shard-size", "20")
 WAIT_S = 60  # safety net for the hand-offs between threads; never reached when the code is right
 
@@ -93,8 +93,13 @@ def fail_at_rename(monkeypatch, k: int, error: OSError) -> None:
 def count_renames(monkeypatch, run) -> int:
     """The number of atomic renames ``run()`` makes."""
     real, seen = atomic._replace, []
+
+    def replace(src, dst):
+        seen.append(dst)
+        return real(src, dst)
+
     with monkeypatch.context() as m:
-        m.setattr(atomic, "_replace", lambda src, dst: (seen.append(dst), real(src, dst))[1])
+        m.setattr(atomic, "_replace", replace)
         run()
     return len(seen)
 
@@ -154,6 +159,7 @@ def test_a_rerun_into_a_disk_with_room_for_the_shards_but_not_the_manifest_keeps
     build_patches([new], probe, config, show_progress=False)
     shard_pages = pages(probe, [s.path for s in load_manifest(probe).shards])
     table = load_manifest(probe).patches_file
+    assert table is not None
     manifest_pages = pages(probe, ["manifest.json", table])
     out = small_disk / "set"
     build_patches([old], out, config, show_progress=False)

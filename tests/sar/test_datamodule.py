@@ -12,6 +12,7 @@ from tests.loading.quiet_trainer import quiet_trainer
 from trainset.cli import main
 from trainset.errors import InputError
 from trainset.sar.datamodule import SARDataModule, split_patches
+from trainset.sar.datasets import LazyPatchDataset
 from trainset.sar.manifest import load_manifest
 from trainset.testing.sar_rasters import speckle_amplitude_dn, speckle_intensity, write_geotiff
 
@@ -72,7 +73,9 @@ def test_by_source_split_shares_no_patch_and_no_source(intensity_set):
     assert not set(dm.train_indices) & set(dm.val_indices)
     assert not set(sources[dm.train_indices]) & set(sources[dm.val_indices])
     assert sorted([*dm.train_indices, *dm.val_indices]) == list(range(len(sources)))
-    assert set(dm.val_dataset.sources()) == set(sources[dm.val_indices])
+    val = dm.val_dataset
+    assert isinstance(val, LazyPatchDataset)
+    assert set(val.sources()) == set(sources[dm.val_indices])
 
 
 def test_random_split_is_disjoint_and_sized_by_fraction():
@@ -152,9 +155,13 @@ def test_same_seed_gives_same_split_and_order_in_two_processes(intensity_set):
 def test_train_order_is_shuffled_and_val_order_is_not(intensity_set):
     dm = SARDataModule(intensity_set, val_fraction=0.3, batch_size=2, augment_train=False)
     val = torch.cat(list(dm.val_dataloader()))
-    assert torch.equal(val, torch.stack(dm.val_dataset.__getitems__(list(range(dm.val_size)))))
+    val_set = dm.val_dataset
+    assert isinstance(val_set, LazyPatchDataset)
+    assert torch.equal(val, torch.stack(val_set.__getitems__(list(range(dm.val_size)))))
     first = next(iter(dm.train_dataloader()))
-    assert not torch.equal(first, torch.stack(dm.train_dataset.__getitems__([0, 1])))
+    train_set = dm.train_dataset
+    assert isinstance(train_set, LazyPatchDataset)
+    assert not torch.equal(first, torch.stack(train_set.__getitems__([0, 1])))
 
 
 def test_in_memory_mode_gives_the_same_val_data(intensity_set):
@@ -195,7 +202,8 @@ def test_manifest_on_disk_is_json_with_one_key_per_line(amplitude_set):
 
 
 def test_lightning_fit_runs_one_step(intensity_set, tmp_path):
-    lightning = pytest.importorskip("lightning")
+    pytest.importorskip("lightning")
+    import lightning
 
     class Tiny(lightning.LightningModule):
         def __init__(self):

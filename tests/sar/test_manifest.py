@@ -7,7 +7,7 @@ from trainset.errors import InputError
 from trainset.sar.manifest import FORMAT, Manifest, ShardEntry, patch_table, write_manifest
 from trainset.store import sha256_file
 
-COLUMNS = {
+COLUMNS: dict[str, list[int] | list[float | None]] = {
     "source": [0, 0, 1, 1, 1],
     "band": [1, 2, 1, 2, 1],
     "row": [0, 0, 64, 64, 128],

@@ -3,6 +3,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +26,8 @@ from trainset.testing.sar_rasters import speckle_amplitude_dn, speckle_intensity
 KEEP_ALL = QualityFilter(0.0, 1.0, 0.0)
 
 
-def small(**kw):
-    base = {"patch_size": 32, "stride": 16, "quality": KEEP_ALL}
+def small(**kw: Any) -> TilingConfig:
+    base: dict[str, Any] = {"patch_size": 32, "stride": 16, "quality": KEEP_ALL}
     base.update(kw)
     if isinstance(base.get("clip"), str):
         base["clip"] = ClipSpec.parse(base["clip"])
@@ -104,6 +105,7 @@ def test_amplitude_patches_follow_the_plan_formula(amplitude_tif, tmp_path):
     dn[:20, :] = 7
     valid = dn != 7
     db = 10 * np.log10(dn.astype(np.float64) ** 2)
+    assert manifest.vmin is not None and manifest.vmax is not None
     np.testing.assert_allclose(
         (manifest.vmin, manifest.vmax), np.percentile(db[valid], [1, 99]), atol=1e-3
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -26,18 +26,10 @@ from trainset.focus.clips import MODALITIES, ClipSampler, FocusClipDataset, coll
 from trainset.focus.layout import SPLITS
 from trainset.focus.pack import pack_dataset
 from trainset.loading import TrainerLoader, process_group
-from trainset.loading.trainer import LoaderCache
-
-if TYPE_CHECKING:
-    from lightning.pytorch import LightningDataModule as _DataModuleBase
-else:
-    try:
-        from lightning.pytorch import LightningDataModule as _DataModuleBase
-    except ImportError:  # lightning is optional: the datamodule still works without it
-        _DataModuleBase = object
+from trainset.loading.trainer import DataModuleBase, LoaderCache
 
 
-class FocusDataModule(_DataModuleBase):
+class FocusDataModule(DataModuleBase):
     """Clip loaders for the train, val and test scenes of a focus dataset at ``root``.
 
     ``clip_len``, ``stride``, ``coc_sets``, ``modalities`` and ``packed`` are

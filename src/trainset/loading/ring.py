@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any, Protocol
 
 import torch
@@ -196,7 +196,7 @@ class RingLoader:
                 run.errors[slot] = exc
             run.filled[slot].release()
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Generator[Any, None, None]:
         # A generator: nothing happens before the first batch is asked for, so a trainer may
         # still move the position (load_state_dict, set_epoch) after calling iter().
         if self._live is not None:

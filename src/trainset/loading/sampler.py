@@ -8,7 +8,7 @@ stopped. D4 augmentation codes are a function of (seed, epoch, record) (see
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,7 +233,7 @@ class EpochSampler(BatchSampler):
         """The batch the next pass starts at: the resume point, or 0 with ``restart``."""
         return 0 if self.restart else self._next
 
-    def __iter__(self) -> Iterator[SampleBatch]:  # type: ignore[override]
+    def __iter__(self) -> Generator[SampleBatch, None, None]:  # type: ignore[override]
         epoch = self._epoch
         start = self.start()
         for number in range(start, len(self)):

@@ -10,12 +10,20 @@ evaluation loader's sampler restarts every pass (``EpochSampler(restart=True)``)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from trainset.loading.ring import RingLoader
+
+if TYPE_CHECKING:
+    from lightning.pytorch import LightningDataModule as DataModuleBase
+else:
+    try:
+        from lightning.pytorch import LightningDataModule as DataModuleBase
+    except ImportError:  # lightning is optional: a datamodule still works without it
+        DataModuleBase = object
 
 
 def process_group() -> tuple[int, int]:
@@ -127,6 +135,6 @@ class TrainerLoader:
         """Continue from a :meth:`state_dict` on the next pass."""
         self.loader.load_state_dict(state)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Generator[Any, None, None]:
         for batch in self.loader:
             yield fresh_copy(batch) if self.fresh else batch

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from trainset.loading import (
     keep_batch,
 )
 from trainset.loading.loader import Augment
-from trainset.loading.trainer import LoaderCache
+from trainset.loading.trainer import DataModuleBase, LoaderCache
 from trainset.loading.trainer import process_group as process_group  # its home until now
 from trainset.sar.datasets import LazyPatchDataset, SARPatchDataset, open_patch_set
 from trainset.sar.legacy import is_pickled_npy
@@ -42,16 +42,8 @@ from trainset.sar.splits import (
     split_patches,
 )
 
-if TYPE_CHECKING:
-    from lightning.pytorch import LightningDataModule as _DataModuleBase
-else:
-    try:
-        from lightning.pytorch import LightningDataModule as _DataModuleBase
-    except ImportError:  # lightning is optional: the datamodule still works without it
-        _DataModuleBase = object
 
-
-class SARDataModule(_DataModuleBase):
+class SARDataModule(DataModuleBase):
     """Train/val datasets and DataLoaders over a SAR patch set (the plan's signature).
 
     ``patches_path``: a ``manifest.json`` or its directory, the plan's pickled ``metadata.npy``

@@ -11,7 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+# From the defining modules, not ``diffusers``: its package ``__init__`` resolves these names, for
+# a type checker, to the placeholder classes of ``diffusers.utils.dummy_pt_objects`` (no
+# nn.Module). At run time both spellings are the same class.
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import (
+    FlowMatchEulerDiscreteScheduler,
+)
 from safetensors.torch import save_file
 
 from trainset.focus.genfocus.lora import is_switched
@@ -96,11 +104,14 @@ def write_tiny_lora(
     transformer: torch.nn.Module,
     *,
     metadata: dict[str, str] | None = None,
-    **kw: object,
+    rank: int = 4,
+    seed: int = 1,
+    switched: bool = True,
 ) -> Path:
     """Save :func:`lora_state` as a ``.safetensors`` file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(lora_state(transformer, **kw), str(path), metadata=metadata)  # type: ignore[arg-type]
+    state = lora_state(transformer, rank=rank, seed=seed, switched=switched)
+    save_file(state, str(path), metadata=metadata)
     return path
 
 
@@ -154,7 +165,7 @@ def write_tiny_text_encoders(flux_dir: Path, seed: int = 0) -> None:
         CLIPTokenizer,
         T5Config,
         T5EncoderModel,
-        T5TokenizerFast,
+        T5Tokenizer,  # what "T5TokenizerFast" names in transformers 5 (a run-time alias)
     )
 
     torch.manual_seed(seed)
@@ -181,7 +192,7 @@ def write_tiny_text_encoders(flux_dir: Path, seed: int = 0) -> None:
     unigram.post_processor = processors.TemplateProcessing(
         single="$A </s>", special_tokens=[("</s>", 1)]
     )
-    t5_tok = T5TokenizerFast(
+    t5_tok = T5Tokenizer(
         tokenizer_object=unigram,
         eos_token="</s>",
         pad_token="<pad>",

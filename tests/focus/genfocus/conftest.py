@@ -3,17 +3,8 @@ run several times faster), and the tests skip when the genfocus extra is not ins
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
+
+from tests.focus.torch_threads import _one_torch_thread  # noqa: F401  (a fixture)
 
 pytest.importorskip("diffusers", reason="GenFocus needs the genfocus extra (diffusers)")
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

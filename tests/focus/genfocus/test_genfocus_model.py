@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -121,11 +123,21 @@ def test_tiled_and_untiled_denoising_agree_on_a_single_tile() -> None:
     torch.testing.assert_close(tiled, untiled, rtol=1e-5, atol=1e-5)
 
 
+def recording_velocity(calls: list[str], label: str) -> Callable[..., torch.Tensor]:
+    """A stand-in for a velocity method: appends ``label`` to ``calls``, returns the latents."""
+
+    def velocity(latents: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(label)
+        return latents
+
+    return velocity
+
+
 def test_tiling_switches_on_when_both_sides_reach_512_px(monkeypatch: pytest.MonkeyPatch) -> None:
     model = make_model()
     calls: list[str] = []
-    monkeypatch.setattr(model, "tiled_velocity", lambda *a, **k: calls.append("tiled") or a[0])
-    monkeypatch.setattr(model, "velocity", lambda *a, **k: calls.append("plain") or a[0])
+    monkeypatch.setattr(model, "tiled_velocity", recording_velocity(calls, "tiled"))
+    monkeypatch.setattr(model, "velocity", recording_velocity(calls, "plain"))
     embeds, pooled = prompt_tensors()
     for height, width in ((512, 512), (496, 1024)):
         latents = torch.zeros(1, (height // 16) * (width // 16), 64)
@@ -137,10 +149,10 @@ def test_tiling_switches_on_when_both_sides_reach_512_px(monkeypatch: pytest.Mon
 
 def transcribed_tile_origins(n: int) -> list[int]:
     """genfocus.md: tiles of 32 every 28, the last one aligned to the end of the axis."""
-    origins = list(np.arange(0, max(1, n - 32 + 1), 28))
+    origins = [int(o) for o in np.arange(0, max(1, n - 32 + 1), 28)]
     if origins[-1] + 32 < n:
         origins.append(n - 32)
-    return [int(o) for o in origins]
+    return origins
 
 
 @pytest.mark.parametrize("n", [32, 33, 59, 60, 61, 64, 100])

@@ -10,18 +10,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-import torch
 
-
-@pytest.fixture(autouse=True, scope="package")
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.focus.torch_threads import _one_torch_thread  # noqa: F401  (a fixture)
 
 
 def transcribed_windows(n: int) -> list[list[int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from trainset.errors import InputError
 from trainset.focus.conformance import DepthBackendContract
 from trainset.focus.deblur import SceneFailed
+from trainset.focus.depth_backends import DepthScene
 from trainset.focus.vda.backend import VDADepthBackend, make_vda_backend
 from trainset.focus.vda.inference import ModelWindowPredictor, preprocess_frame
 from trainset.focus.vda.model import VideoDepthAnything
@@ -28,7 +30,8 @@ def _random_vits() -> VideoDepthAnything:
         for name, param in model.named_parameters():
             if name.endswith("proj_out.weight"):
                 param.normal_(0, 0.05)  # let the temporal modules act (zero in a fresh model)
-        model.head.scratch.output_conv2[2].bias.fill_(2.0)  # depth around 2 m, not clipped to 0
+        # depth around 2 m, not clipped to 0
+        model.get_parameter("head.scratch.output_conv2.2.bias").fill_(2.0)
     return model.eval()
 
 
@@ -50,10 +53,14 @@ def backend(checkpoint: Path) -> VDADepthBackend:
 
 
 @dataclass(frozen=True)
-class Clip:
-    scene_id: str = "clip"
+class Clip(DepthScene):
+    """A scene whose frames are made in memory (no frame files)."""
 
-    def iter_frames(self):
+    scene_id: str = "clip"
+    frame_paths: tuple[Path, ...] = ()
+    raw_dir: Path = Path()
+
+    def iter_frames(self) -> Iterator[np.ndarray]:
         rng = np.random.default_rng(3)
         base = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
         for f in range(FRAMES):

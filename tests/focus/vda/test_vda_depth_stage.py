@@ -21,7 +21,7 @@ def vits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(11)
     model = VideoDepthAnything("vits")
     with torch.no_grad():
-        model.head.scratch.output_conv2[2].bias.fill_(3.0)  # about 3 m everywhere
+        model.get_parameter("head.scratch.output_conv2.2.bias").fill_(3.0)  # about 3 m everywhere
     path = tmp_path_factory.mktemp("ckpt") / "metric_video_depth_anything_vits.pth"
     torch.save(model.state_dict(), path)
     return path

@@ -106,12 +106,14 @@ def test_backbone_attention_equals_explicit_softmax_attention() -> None:
 
 
 def test_geglu_feed_forward_is_value_times_gelu_of_gate() -> None:
-    from trainset.focus.vda.motion import FeedForward
+    from trainset.focus.vda.motion import GEGLU, FeedForward
 
     torch.manual_seed(0)
     ff = FeedForward(8)
+    geglu, out = ff.net[0], ff.net[2]
+    assert isinstance(geglu, GEGLU) and isinstance(out, torch.nn.Linear)
     x = torch.randn(3, 8)
-    hidden = ff.net[0].proj(x)
-    expected = ff.net[2](hidden[:, :32] * torch.nn.functional.gelu(hidden[:, 32:]))
+    hidden = geglu.proj(x)
+    expected = out(hidden[:, :32] * torch.nn.functional.gelu(hidden[:, 32:]))
     with torch.no_grad():
         torch.testing.assert_close(ff(x), expected)

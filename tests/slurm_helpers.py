@@ -1,4 +1,4 @@
-"""Helpers of the tests that run `focus run --executor slurm` on the local cluster."""
+"""Helpers of the tests that run on the local SLURM cluster (scripts/slurm/start.sh)."""
 
 from __future__ import annotations
 
