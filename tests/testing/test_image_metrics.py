@@ -48,6 +48,7 @@ def test_ssim_matches_torchmetrics():
         return torch.from_numpy(img).permute(2, 0, 1)[None].to(torch.float64)
 
     reference = structural_similarity_index_measure(tensor(b), tensor(a), data_range=255.0)
+    assert isinstance(reference, torch.Tensor)
     assert ssim(b, a) == pytest.approx(float(reference), abs=1e-12)
     assert ssim(a, a) == pytest.approx(1.0)
 
