@@ -229,6 +229,20 @@ def test_run_forwards_the_depth_model_options_to_the_depth_step(tmp_path):
     }
 
 
+def test_renderer_options_reach_the_renders_stage_resolved(tmp_path):
+    from trainset.focus.config import labels_and_renders_params
+
+    config = _run_config(
+        tmp_path, "--max-coc", "0.0002",
+        "--renderer-option", "highlight_gain=12", "--renderer-option", "hidden=none",
+    )  # fmt: skip
+    params = labels_and_renders_params(2e-4, config.lens, config.render)["renders"]
+    assert params["renderer_options"] == {"highlight_gain": "12", "hidden": "none"}
+    assert params["renderer_params"]["highlight_gain"] == 12.0
+    assert params["renderer_params"]["hidden"] == "none"
+    assert params["renderer_version"] == 2
+
+
 def _steps(tmp_path, *extra):
     from trainset.focus.steps import plan_run
 

@@ -126,6 +126,40 @@ def test_renders_record_renderer_and_sensor_width_and_labels_keep_them(dataset):
     assert "renderer" not in read_json(dataset / "scene_a" / "metadata.json")
 
 
+def test_renders_record_the_renderers_version_and_every_option(dataset):
+    params = renders_params(MAX_COC, n_sets=2, renderer_options={"highlight_gain": "12"})
+    run_renders(dataset, "scene_a", params)
+    meta = read_json(dataset / "scene_a" / "metadata.json")
+    assert meta["renderer_version"] == params["renderer_version"] == 2
+    assert (
+        meta["renderer_params"]
+        == params["renderer_params"]
+        == {
+            "renderer": "layered",
+            "layer_step_px": 1.0,
+            "max_layers": 24,
+            "hidden": "extend",
+            "highlight_gain": 12.0,
+            "highlight_threshold": 0.95,
+        }
+    )
+    assert [sorted(s) for s in meta["sets"]] == [["N", "S_focus", "f", "max_coc"]] * 2
+
+
+def test_renders_read_version_one_layer_settings_as_layered_options():
+    params = renders_params(MAX_COC, renderer_options={"max_layers": "12"})
+    old_style = {k: v for k, v in params.items() if k != "renderer_options"}
+    old_style |= {"layer_step_px": 2.0, "max_layers": 12}
+    from trainset.focus.renders import _given_options
+
+    assert _given_options(old_style) == {"layer_step_px": 2.0, "max_layers": 12}
+
+
+def test_renders_refuse_an_option_the_renderer_does_not_take():
+    with pytest.raises(InputError, match="renderer backend 'layered' rejected its options"):
+        renders_params(MAX_COC, renderer_options={"aperture_blades": "6"})
+
+
 def test_fewer_sets_remove_the_folders_of_the_dropped_sets(dataset):
     run_labels(dataset, "scene_a", labels_params(MAX_COC, n_sets=3))
     run_labels(dataset, "scene_a", labels_params(MAX_COC, n_sets=1))

@@ -17,15 +17,19 @@ B = TypeVar("B")
 
 
 class BackendRegistry(Generic[B]):
-    """Factories of ``kind`` backends by name; ``lazy`` maps names to modules registering them."""
+    """Factories of ``kind`` backends by name; ``lazy`` maps names to modules registering them.
+    Errors name the command-line ``flag`` that chose the backend (and ``{flag}-option``)."""
 
     def __init__(
         self,
         kind: str,
         factories: Mapping[str, Callable[..., B]] | None = None,
         lazy: Mapping[str, str] | None = None,
+        *,
+        flag: str = "--backend",
     ) -> None:
         self.kind = kind
+        self.flag = flag
         self._factories: dict[str, Callable[..., B]] = dict(factories or {})
         self._lazy = dict(lazy or {})
         self._built: dict[str, B] = {}
@@ -47,21 +51,21 @@ class BackendRegistry(Generic[B]):
             except ImportError as exc:
                 raise InputError(
                     f"{self.kind} backend '{name}' cannot be imported: {exc}",
-                    key="--backend",
+                    key=self.flag,
                     expected=f"an installed {self._lazy[name]}",
                     found=str(exc),
                 ) from exc
         factory = self._factories.get(name)
         if factory is None:
             raise InputError(
-                f"unknown {self.kind} backend", key="--backend", expected=self.names(), found=name
+                f"unknown {self.kind} backend", key=self.flag, expected=self.names(), found=name
             )
         try:
             return factory(**options)
         except TypeError as exc:
             raise InputError(
                 f"{self.kind} backend '{name}' rejected its options: {exc}",
-                key="--backend-option",
+                key=f"{self.flag}-option",
                 expected="options the backend takes",
                 found=sorted(options),
             ) from exc

@@ -258,7 +258,9 @@ class RenderConfig:
     renderer_options: tuple[tuple[str, str], ...] = option(
         (),
         "--renderer-option",
-        "genfocus option (repeat): flux_dir=, lora=, steps=, long_side=, tiled=, device=, ...",
+        "renderer option (repeat). layered: hidden=extend|none, highlight_gain=G (1 = off; e.g. "
+        "12: clipped lights make bokeh discs), highlight_threshold=, layer_step_px=, "
+        "max_layers=; genfocus: flux_dir=, lora=, steps=, long_side=, tiled=, device=, ...",
         kind="kv",
     )
     sensor_width: float = option(

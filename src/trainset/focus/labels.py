@@ -46,7 +46,13 @@ LABELS_VERSION = 1
 FOCUS_MEAN_RANGE = (0.2, 0.8)
 WARNINGS_LOG = "focus_map_warnings.txt"
 # metadata.json keys owned by the render stage (kept when labels re-run with the same sets).
-RENDER_KEYS = ("renderer", "sensor_width_m", "renderer_params", "renderer_sets")
+RENDER_KEYS = (
+    "renderer",
+    "renderer_version",
+    "renderer_params",
+    "renderer_sets",
+    "sensor_width_m",
+)
 
 
 def labels_params(

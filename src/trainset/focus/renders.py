@@ -2,11 +2,13 @@
 
 ``run_renders(out_root, scene_id, params)`` follows the ``Stage.run`` signature; ``params`` are
 the labels parameters (``max_coc``, ``n_sets``, ``coc_model``) plus ``sensor_width_m`` (default
-0.036), ``renderer`` (``layered`` or ``genfocus``), ``layer_step_px`` and ``max_layers``
-(layered) or ``renderer_options`` (genfocus). The lens settings are the scene's own sets (the
-same as the focus maps'); the CoC of each pixel in pixels is ``c_m * width_px / sensor_width_m``.
-It also records the renderer in ``metadata.json`` (for genfocus also K and the working size of
-each set, ``renderer_sets``).
+0.036), ``renderer`` (``layered`` or ``genfocus``) and ``renderer_options`` (as given, e.g. by
+``--renderer-option``); the checked parameters add the renderer's record
+(:func:`trainset.focus.render.renderer_record`: ``renderer_version`` and ``renderer_params``,
+every option resolved). The lens settings are the scene's own sets (the same as the focus
+maps'); the CoC of each pixel in pixels is ``c_m * width_px / sensor_width_m``. It also writes
+the record to ``metadata.json`` (for genfocus also K and the working size of each set,
+``renderer_sets``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from trainset.focus.optics import (
 from trainset.store import atomic_write_png, read_npz_array, read_png
 
 RENDERS_STAGE = "renders"
-RENDERS_VERSION = 1
+# 1: renderer layered v1; 2: layered v2 (hidden content, tent layers add up): renders change.
+RENDERS_VERSION = 2
 
 
 def renders_params(
@@ -53,21 +56,14 @@ def renders_params(
     focus_range: str = DEFAULT_FOCUS_RANGE,
     sensor_width_m: float = DEFAULT_SENSOR_WIDTH_M,
     renderer: str = "layered",
-    layer_step_px: float | None = None,
-    max_layers: int | None = None,
     renderer_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Checked parameters of the renders stage (all of them shape the output); layer settings
-    default to the renderer's. ``renderer_options`` (genfocus only) are hashed with the
-    renderer's parameters; building it to get them loads no weights."""
+    """Checked parameters of the renders stage (all of them shape the output): the given
+    ``renderer_options`` and the renderer's record with every option resolved (building the
+    renderer to get it loads no weights and touches no GPU)."""
     # torch is imported only here and in run_renders, so that loading the stage registry
     # stays light (the runner forks its workers when torch is not loaded).
-    from trainset.focus.render import (
-        DEFAULT_LAYER_STEP_PX,
-        DEFAULT_MAX_LAYERS,
-        check_renderer,
-        make_renderer,
-    )
+    from trainset.focus.render import make_renderer, renderer_record
 
     if not 1e-3 <= sensor_width_m <= 0.1:
         raise InputError(
@@ -76,25 +72,24 @@ def renders_params(
             expected="0.001..0.1 m (full frame 0.036)",
             found=sensor_width_m,
         )
-    params = {
+    options = dict(renderer_options or {})
+    return {
         **labels_params(max_coc, n_sets=n_sets, coc_model=coc_model, focus_range=focus_range),
         "sensor_width_m": float(sensor_width_m),
-        "renderer": check_renderer(renderer),
-        "layer_step_px": float(DEFAULT_LAYER_STEP_PX if layer_step_px is None else layer_step_px),
-        "max_layers": int(DEFAULT_MAX_LAYERS if max_layers is None else max_layers),
+        "renderer_options": options,
+        **renderer_record(make_renderer(renderer, **options)),
     }
-    if renderer_options and renderer != "genfocus":
-        raise InputError(
-            f"renderer '{renderer}' takes no --renderer-option",
-            key="--renderer-option",
-            expected="none (or --renderer genfocus)",
-            found=sorted(renderer_options),
-        )
-    if renderer == "genfocus":
-        options = dict(renderer_options or {})
-        params["renderer_options"] = options
-        params["renderer_params"] = make_renderer(renderer, **options).params()
-    return params
+
+
+def _given_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The renderer options of stage ``params``; parameters recorded by renders version 1 kept
+    the layered renderer's ``layer_step_px`` and ``max_layers`` beside the renderer."""
+    options = dict(params.get("renderer_options") or {})
+    if params.get("renderer", "layered") == "layered":
+        for key in ("layer_step_px", "max_layers"):
+            if key in params:
+                options.setdefault(key, params[key])
+    return options
 
 
 def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dict[str, int]:
@@ -110,22 +105,13 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
         focus_range=str(params.get("focus_range", DEFAULT_FOCUS_RANGE)),
         sensor_width_m=float(params.get("sensor_width_m", DEFAULT_SENSOR_WIDTH_M)),
         renderer=str(params.get("renderer", "layered")),
-        layer_step_px=params.get("layer_step_px"),
-        max_layers=params.get("max_layers"),
-        renderer_options=params.get("renderer_options"),
+        renderer_options=_given_options(params),
     )
-    from trainset.focus.render import make_renderer
+    from trainset.focus.render import make_renderer, renderer_record
 
     sets = scene_sets(out_root, scene_id, checked)
     n_frames = depth_frame_count(out_root, scene_id)
-    if "renderer_options" in checked:
-        renderer = make_renderer(checked["renderer"], **checked["renderer_options"])
-    else:
-        renderer = make_renderer(
-            checked["renderer"],
-            layer_step_px=checked["layer_step_px"],
-            max_layers=checked["max_layers"],
-        )
+    renderer = make_renderer(checked["renderer"], **checked["renderer_options"])
     frame_shape: tuple[int, int] | None = None
     for t in range(n_frames):
         image = read_png(frame_path(out_root, scene_id, t))
@@ -153,10 +139,11 @@ def run_renders(out_root: Path, scene_id: str, params: Mapping[str, Any]) -> dic
                 bokeh_path(out_root, scene_id, set_idx, t), renderer.render(image, coc)
             )
     remove_extra_outputs(out_root / scene_id / BOKEH_DIR, len(sets), n_frames, "bokeh", ".png")
-    record = base_metadata(scene_id, sets, checked, n_frames)
-    record["renderer"] = checked["renderer"]
-    record["sensor_width_m"] = checked["sensor_width_m"]
-    record["renderer_params"] = renderer.params()
+    record = {
+        **base_metadata(scene_id, sets, checked, n_frames),
+        **renderer_record(renderer),
+        "sensor_width_m": checked["sensor_width_m"],
+    }
     set_record = getattr(renderer, "set_record", None)
     if set_record is not None and frame_shape is not None:
         record["renderer_sets"] = [

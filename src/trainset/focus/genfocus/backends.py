@@ -409,6 +409,8 @@ class GenFocusRenderer:
     """
 
     name = "genfocus"
+    # Bumped when the output for the same parameters changes (renderer_record).
+    version = 1
 
     def __init__(self, **options: Any) -> None:
         self.options = parse_options(
